@@ -1,0 +1,38 @@
+"""Shared fixtures: composing configs from conf/ without running Hydra's app."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def compose_cfg(overrides: list[str] | None = None, output_dir: str | Path | None = None) -> DictConfig:
+    """Compose conf/train.yaml with overrides; set paths.output_dir when given."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides or [], return_hydra_config=False)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    """Compose a config whose outputs go to a temporary directory."""
+
+    def _make(overrides: list[str] | None = None) -> DictConfig:
+        return compose_cfg(overrides, output_dir=tmp_path / "run")
+
+    return _make

@@ -1,0 +1,1 @@
+"""Data sources (synthetic, CSV, WebDataset), tags, transforms and collation."""

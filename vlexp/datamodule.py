@@ -1,0 +1,190 @@
+"""VLDataModule: source -> filter -> sampler -> loader, for any registered source."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from vlexp.data.pipeline import ImageCollator, PairCollator, image_transform
+from vlexp.data.sources import DATASETS, DataSplits
+from vlexp.data.types import Subset
+from vlexp.eval.sets import EvalSet
+from vlexp.filters import FILTERS, FilterReport
+from vlexp.samplers import SAMPLERS, PlannedBatchSampler
+
+log = logging.getLogger(__name__)
+
+
+class _RankShard(torch.utils.data.Sampler[int]):
+    """Evaluation indices of one rank: ``rank::world``, padded to equal length."""
+
+    def __init__(self, n: int, rank: int, world: int) -> None:
+        idx = list(range(rank, n, world))
+        per_rank = -(-n // world)
+        self.indices = idx + idx[: per_rank - len(idx)] if idx else [0] * per_rank
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class VLDataModule(L.LightningDataModule):
+    """Builds the configured data source, filters the training pairs, plans batches.
+
+    ``tokenize`` and the image preprocessing come from the model (its tokenizer and
+    image size/mean/std), so any encoder works with any source.
+    """
+
+    def __init__(
+        self,
+        data: DictConfig | dict,
+        sampler: DictConfig | dict,
+        filter: DictConfig | dict,
+        tokenize: Callable[[list[str]], dict[str, torch.Tensor]],
+        image_size: int,
+        image_mean: tuple[float, ...],
+        image_std: tuple[float, ...],
+        seed: int = 0,
+        total_steps: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.data_cfg = _plain(data)
+        self.sampler_cfg = _plain(sampler)
+        self.filter_cfg = _plain(filter)
+        self.seed = seed
+        self.total_steps = total_steps
+        self.train_collate = PairCollator(
+            image_transform(image_size, image_mean, image_std, True,
+                            self.data_cfg.get("train_crop_scale", (0.9, 1.0))),
+            tokenize,
+        )
+        self.eval_collate = ImageCollator(image_transform(image_size, image_mean, image_std, False))
+        self.splits: DataSplits | None = None
+        self.train_set: Any = None
+        self.filter_report: FilterReport | None = None
+        self.train_sampler: PlannedBatchSampler | None = None
+        self._pending_sampler_state: dict[str, Any] | None = None
+
+    # ---------------------------------------------------------------- setup
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        self.splits = DATASETS.build(self.data_cfg["source"], seed=self.seed)
+        self.train_set = self._filtered(self.splits.train)
+
+    def _filtered(self, source: Any) -> Any:
+        flt = FILTERS.build(self.filter_cfg)
+        report = FilterReport()
+        captions = list(source.captions)
+        chunk = int(self.filter_cfg.get("chunk_size", 4096)) if isinstance(self.filter_cfg, dict) else 4096
+        keep = np.ones(len(captions), dtype=bool)
+        for s in range(0, len(captions), chunk):
+            caps = captions[s : s + chunk]
+            imgs = [source[i]["image"] for i in range(s, s + len(caps))] if flt.needs_images else None
+            k, reasons = flt.decide(caps, imgs)
+            keep[s : s + len(caps)] = k
+            report.add(caps, k, reasons)
+        self.filter_report = report
+        if report.kept == report.total:
+            return source
+        log.info("filter %s kept %d of %d pairs (%s)", self.filter_cfg.get("name"),
+                 report.kept, report.total, dict(report.dropped))
+        if report.kept == 0:
+            raise RuntimeError(
+                f"filter '{self.filter_cfg.get('name')}' dropped every training pair "
+                f"({dict(report.dropped)}); loosen its thresholds"
+            )
+        return Subset(source, np.flatnonzero(keep))
+
+    # ---------------------------------------------------------------- loaders
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        workers = int(self.data_cfg.get("num_workers", 0))
+        return {
+            "num_workers": workers,
+            "persistent_workers": workers > 0,
+            "pin_memory": torch.cuda.is_available(),
+        }
+
+    def build_train_sampler(self) -> PlannedBatchSampler:
+        rank, world = self._rank_world()
+        return SAMPLERS.build(
+            self.sampler_cfg,
+            num_samples=len(self.train_set),
+            batch_size=int(self.data_cfg["batch_size"]),
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            tags=self.train_set.tag_table,
+            total_steps=self.total_steps,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.train_sampler = self.build_train_sampler()
+        if self._pending_sampler_state is not None:
+            self.train_sampler.load_state_dict(self._pending_sampler_state)
+            self._pending_sampler_state = None
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            self.train_sampler.set_epoch(trainer.current_epoch)
+        return DataLoader(
+            self.train_set, batch_sampler=self.train_sampler, collate_fn=self.train_collate,
+            **self._loader_kwargs(),
+        )
+
+    def _eval_loaders(self, sets: list[EvalSet]) -> list[DataLoader]:
+        rank, world = self._rank_world()
+        bs = int(self.data_cfg.get("eval_batch_size", 256))
+        return [
+            DataLoader(s.images, batch_size=bs, sampler=_RankShard(len(s.images), rank, world),
+                       collate_fn=self.eval_collate, **self._loader_kwargs())
+            for s in sets
+        ]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders(self.val_sets)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders(self.test_sets)
+
+    @property
+    def val_sets(self) -> list[EvalSet]:
+        assert self.splits is not None, "call setup() first"
+        return self.splits.val
+
+    @property
+    def test_sets(self) -> list[EvalSet]:
+        assert self.splits is not None, "call setup() first"
+        return self.splits.test
+
+    # ---------------------------------------------------------------- resume
+    def state_dict(self) -> dict[str, Any]:
+        """Sampler position for exact resume: epoch and batches *trained* (not prefetched)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or self.train_sampler is None:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return {"sampler": {"epoch": trainer.current_epoch, "batches_done": int(done)}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._pending_sampler_state = state.get("sampler")
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)

@@ -1,0 +1,7 @@
+"""Image and text towers with projection heads; importing registers the built-ins."""
+
+from vlexp.encoders.base import ENCODERS, TwoTower
+
+__all__ = ["ENCODERS", "TwoTower"]
+
+from vlexp.encoders import tiny  # noqa: E402,F401  (registration)

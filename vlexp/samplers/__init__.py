@@ -1,0 +1,7 @@
+"""Batch samplers: which dataset indices form each rank's minibatches."""
+
+from vlexp.samplers.base import SAMPLERS, PlannedBatchSampler
+
+__all__ = ["SAMPLERS", "PlannedBatchSampler"]
+
+from vlexp.samplers import random  # noqa: E402,F401  (registration)
