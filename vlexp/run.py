@@ -121,6 +121,8 @@ def train(cfg: DictConfig) -> float | None:
     if trainer.is_global_zero:
         log.info("run directory: %s", run_dir)
         log.info("model: %s", module.model.freeze_summary())
+    datamodule.setup("fit")
+    module.objective.setup(datamodule.train_set, cache_dir=str(cfg.paths.cache_dir))
     start = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_seconds = time.time() - start

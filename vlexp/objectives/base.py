@@ -44,6 +44,13 @@ class Objective(nn.Module):
     ) -> ObjectiveOutput:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def setup(self, train_set: Any, cache_dir: str | None = None) -> None:
+        """Called once with the (filtered) training set before fitting, on every rank.
+
+        ``batch["index"]`` indexes ``train_set``. Objectives that need per-pair data (e.g.
+        cached teacher predictions for concept distillation) prepare it here.
+        """
+
     def on_train_batch_end(self, module: nn.Module) -> None:
         """Called after each optimiser step (e.g. to update an EMA teacher)."""
 
