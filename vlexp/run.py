@@ -99,7 +99,6 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
             LearningRateMonitor(logging_interval="step"),
         ]
         loggers = build_loggers(cfg, run_dir) if cfg.logger.name != "none" else False
-    tcfg = {k: v for k, v in tcfg.items() if v is not None}
     return L.Trainer(
         default_root_dir=str(run_dir), callbacks=callbacks, logger=loggers,
         use_distributed_sampler=False,  # vlexp's batch samplers split by rank themselves

@@ -4,4 +4,5 @@ from vlexp.encoders.base import ENCODERS, TwoTower
 
 __all__ = ["ENCODERS", "TwoTower"]
 
+import vlexp.encoders.pretrained  # noqa: E402,F401  (registration: pretrained_small, hf_timm)
 from vlexp.encoders import tiny  # noqa: E402,F401  (registration)

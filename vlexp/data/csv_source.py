@@ -1,0 +1,222 @@
+"""`CsvPairs`: a map-style pair source over a CSV/TSV/parquet table of image paths + captions.
+
+The table is read once, column names are checked up front, rows whose caption is empty
+or whose image file does not exist are dropped (counted per reason), and the kept
+captions, paths, labels and tags are held in compact arrays. Images are decoded on
+access; an unreadable image is skipped (counted) and a deterministic substitute row is
+returned instead, with its own ``index`` so per-row lookups stay consistent.
+
+Tags come from a column of class names joined by ``;`` (e.g. ``"dog;ball"``), mapped to
+ids through ``class_names`` (a list or a ``classes.json``), else ``classes.json`` next
+to the table, else the sorted set of names found in the column.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vlexp.data import bad_samples as R
+from vlexp.data.bad_samples import BadSampleCounter, first_good
+from vlexp.data.records import (
+    IMAGE_ERRORS,
+    TAG_SEP,
+    ClassVocab,
+    PackedStrings,
+    clean_caption,
+    decode_image,
+    label_without_vocab,
+)
+from vlexp.data.types import TagTable
+
+
+def table_format(path: Path, sep: str | None) -> str:
+    """``"parquet"`` or the field separator of a table file (from ``sep`` or the suffix)."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if sep is not None:
+        return sep
+    if ".parquet" in suffixes or ".pq" in suffixes:
+        return "parquet"
+    if ".tsv" in suffixes or ".tab" in suffixes:
+        return "\t"
+    if ".csv" in suffixes:
+        return ","
+    raise ValueError(
+        f"cannot tell the format of {path} from its extension; use .csv, .tsv or .parquet "
+        "or pass sep=',' / sep='\\t'"
+    )
+
+
+def table_columns(path: Path, fmt: str) -> list[str]:
+    """Column names of a table without reading its rows."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    return [str(c) for c in pd.read_csv(path, sep=fmt, nrows=0).columns]
+
+
+class CsvPairs:
+    """Image-caption pairs listed in a CSV/TSV/parquet file (a :class:`PairSource`).
+
+    Args:
+        path: the table file.
+        root: directory image paths are relative to (default: the table's directory).
+        image_col, caption_col: column names of the image path and the caption.
+        tags_col: optional column of ``;``-joined class names.
+        label_col: optional column of a class id or class name (-1 when empty).
+        sep: field separator; ``None`` picks it from the extension (.csv/.tsv/.parquet).
+        class_names: list of names or a ``classes.json`` path (see module docstring).
+        check_files: drop rows whose image file does not exist (one ``stat`` per row).
+        max_bad_fraction, min_samples: the bad-sample ceiling (see ``bad_samples``).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        root: str | os.PathLike | None = None,
+        image_col: str = "filepath",
+        caption_col: str = "caption",
+        tags_col: str | None = None,
+        label_col: str | None = None,
+        sep: str | None = None,
+        class_names: Sequence[str] | str | os.PathLike | None = None,
+        check_files: bool = True,
+        max_bad_fraction: float = 0.01,
+        min_samples: int = 1000,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"pairs table {self.path} does not exist; check data.path")
+        self.root = Path(root) if root is not None else self.path.parent
+        self.bad = BadSampleCounter(max_bad_fraction, min_samples, name=str(self.path))
+        self._known_bad: set[int] = set()
+        fmt = table_format(self.path, sep)
+        df = self._read(fmt, image_col, caption_col, tags_col, label_col)
+
+        captions = [clean_caption(c) for c in df[caption_col].tolist()]
+        files = ["" if f is None else str(f).strip() for f in df[image_col].tolist()]
+        keep = np.ones(len(df), dtype=bool)
+        root_str = str(self.root)
+        reasons: list[tuple[str, str]] = []
+        for r, (cap, f) in enumerate(zip(captions, files)):
+            if cap is None:
+                keep[r] = False
+                reasons.append((R.EMPTY_CAPTION, f"row {r} ({f})"))
+            elif not f or (check_files and not os.path.isfile(os.path.join(root_str, f))):
+                keep[r] = False
+                reasons.append((R.MISSING_IMAGE, f"row {r}: {self.root / f}"))
+        rows = np.flatnonzero(keep)
+        self.bad.good += len(rows)
+        for reason, detail in reasons:
+            self.bad.add(reason, detail, check=False)
+        self.bad.check()
+        if len(rows) == 0:
+            raise ValueError(f"{self.path}: no usable rows ({self.bad.as_dict()})")
+        self.rows = rows  # row numbers in the table of the kept pairs
+        self._captions = PackedStrings.from_strings(captions[r] for r in rows)  # type: ignore[misc]
+        self._files = PackedStrings.from_strings(files[r] for r in rows)
+
+        self.vocab = ClassVocab.resolve(class_names, self.path.parent)
+        tag_names = None
+        if tags_col is not None:
+            col = df[tags_col].tolist()
+            tag_names = [_split_tags(col[r]) for r in rows]
+            if self.vocab is None:
+                self.vocab = ClassVocab(sorted({t for ts in tag_names for t in ts}))
+        self._tag_table: TagTable | None = None
+        if tag_names is not None and self.vocab is not None:
+            ids = [self.vocab.tag_ids(ts, self.bad, f"row {r}") for r, ts in zip(rows, tag_names)]
+            self._tag_table = self.vocab.table(ids)
+        labels = np.full(len(rows), -1, dtype=np.int64)
+        if label_col is not None:
+            col = df[label_col].tolist()
+            for k, r in enumerate(rows):
+                if self.vocab is not None:
+                    labels[k] = self.vocab.label_id(col[r], self.bad, f"row {r}")
+                else:
+                    labels[k] = label_without_vocab(col[r])
+        self.labels = labels
+        self.bad.log_summary()
+
+    def _read(
+        self,
+        fmt: str,
+        image_col: str,
+        caption_col: str,
+        tags_col: str | None,
+        label_col: str | None,
+    ) -> pd.DataFrame:
+        wanted = {"image_col": image_col, "caption_col": caption_col}
+        if tags_col is not None:
+            wanted["tags_col"] = tags_col
+        if label_col is not None:
+            wanted["label_col"] = label_col
+        columns = table_columns(self.path, fmt)
+        missing = {arg: col for arg, col in wanted.items() if col not in columns}
+        if missing:
+            asked = ", ".join(f"{arg}={col!r}" for arg, col in missing.items())
+            raise ValueError(
+                f"{self.path} has no column {asked}; its columns are {columns}. "
+                "Pass the matching column names (image_col, caption_col, tags_col, label_col)."
+            )
+        usecols = list(dict.fromkeys(wanted.values()))
+        if fmt == "parquet":
+            return pd.read_parquet(self.path, columns=usecols)
+        return pd.read_csv(self.path, sep=fmt, usecols=usecols, dtype=str, keep_default_na=False)
+
+    # ---------------------------------------------------------------- PairSource
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def image_path(self, i: int) -> Path:
+        """Path of the image of pair ``i``."""
+        return self.root / self._files[i]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for {n} pairs")
+        i = int(i) % n
+        j, image = first_good(
+            i,
+            n,
+            lambda k: decode_image(self.image_path(k)),
+            self.bad,
+            self._known_bad,
+            lambda e: R.MISSING_IMAGE if isinstance(e, FileNotFoundError) else R.BROKEN_IMAGE,
+            IMAGE_ERRORS,
+        )
+        table = self._tag_table
+        return {
+            "image": image,
+            "caption": self._captions[j],
+            "tags": [] if table is None else table.tags_of(j).tolist(),
+            "label": int(self.labels[j]),
+            "index": j,
+        }
+
+    @property
+    def captions(self) -> PackedStrings:
+        return self._captions
+
+    @property
+    def tag_table(self) -> TagTable | None:
+        return self._tag_table
+
+    @property
+    def class_names(self) -> list[str]:
+        return [] if self.vocab is None else list(self.vocab.class_names)
+
+
+def _split_tags(value: Any) -> list[str]:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    if isinstance(value, list | tuple | np.ndarray):  # parquet list column
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [t.strip() for t in str(value).split(TAG_SEP) if t.strip()]
