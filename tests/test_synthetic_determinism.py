@@ -10,8 +10,12 @@ import pytest
 from vlexp.data.synthetic import SyntheticPairs, build_synthetic
 from vlexp.data.types import PairSource
 
-NOISY = {"noisy_caption_frac": 0.3, "low_complexity_frac": 0.2, "text_in_image_frac": 0.3,
-         "random_text_frac": 0.3}
+NOISY = {
+    "noisy_caption_frac": 0.3,
+    "low_complexity_frac": 0.2,
+    "text_in_image_frac": 0.3,
+    "random_text_frac": 0.3,
+}
 
 
 def _pixels(source, i):
@@ -54,9 +58,14 @@ def test_access_order_and_worker_copies_do_not_matter():
 
 
 def test_split_sizes_item_layout_and_protocol():
-    splits = build_synthetic(seed=0, num_train=50, num_val=20, num_test=30, num_test_compositional=10)
+    splits = build_synthetic(
+        seed=0, num_train=50, num_val=20, num_test=30, num_test_compositional=10
+    )
     assert {k: len(v) for k, v in splits.items()} == {
-        "train": 50, "val": 20, "test": 30, "test_compositional": 10,
+        "train": 50,
+        "val": 20,
+        "test": 30,
+        "test_compositional": 10,
     }
     item = splits["train"][7]
     assert set(item) >= {"image", "caption", "tags", "label", "index", "noisy", "attributes"}

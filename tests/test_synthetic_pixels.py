@@ -14,8 +14,11 @@ import pytest
 from vlexp.data.synthetic import COLOURS, LEAF_CLASSES, RELATIONS, SyntheticPairs
 
 _MENTION = (
-    r"an? (?:(small|large) )?(?:(" + "|".join(COLOURS) + r") )?(?:(solid|striped|dotted) )?("
-    + "|".join(LEAF_CLASSES) + ")"
+    r"an? (?:(small|large) )?(?:("
+    + "|".join(COLOURS)
+    + r") )?(?:(solid|striped|dotted) )?("
+    + "|".join(LEAF_CLASSES)
+    + ")"
 )
 RELATION_RE = re.compile(rf"^{_MENTION} ({'|'.join(RELATIONS)}) {_MENTION}$")
 CUE = (245, 245, 245)
@@ -49,7 +52,10 @@ def test_relation_captions_are_true_in_pixels(val):
         (sx, sy), (ox, oy) = (centroid(colour_mask(image, c)) for c in (m.group(2), m.group(7)))
         margin = 5.0  # pixels at 64 px
         expected = {
-            "left of": ox - sx, "right of": sx - ox, "above": oy - sy, "below": sy - oy,
+            "left of": ox - sx,
+            "right of": sx - ox,
+            "above": oy - sy,
+            "below": sy - oy,
         }[relation]
         assert expected > margin, (i, caption, (sx, sy), (ox, oy))
         checked += 1

@@ -580,18 +580,16 @@ def train_synthetic_teacher(
     model = SmallCNN(len(leaves), width)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps_per_epoch = max(1, len(x_tr) // batch_size)
-    total = epochs * steps_per_epoch  # shrunk to fit max_seconds once step times are known
-    warmup = max(1, min(100, total // 20))
+    total = epochs * steps_per_epoch
+    warmup = max(1, min(20, total // 20))
     g = torch.Generator().manual_seed(seed)
     start, step, loss, scores = time.time(), 0, torch.zeros(()), {}
     for epoch in range(epochs):
         model.train()
         perm = torch.randperm(len(x_tr), generator=g)
         for s in range(steps_per_epoch):
-            if step == 10:  # fit the cosine schedule into the time budget
-                per_step = (time.time() - start) / step
-                total = max(step + 1, min(total, int(max_seconds / per_step)))
-            frac = min(1.0, step / total)
+            # cosine schedule over the planned steps or the time budget, whichever ends first
+            frac = min(1.0, max(step / total, (time.time() - start) / max_seconds))
             scale = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * frac))
             for group in opt.param_groups:
                 group["lr"] = lr * scale

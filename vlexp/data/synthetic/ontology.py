@@ -12,7 +12,7 @@ import numpy as np
 
 FAMILIES: dict[str, tuple[str, ...]] = {
     "polygon": ("triangle", "square", "pentagon", "hexagon"),
-    "round shape": ("circle", "oval", "ring", "crescent"),
+    "round shape": ("circle", "semicircle", "ring", "crescent"),
     "symbol": ("star", "cross", "diamond", "heart"),
 }
 """Family name -> its leaf shape classes (the two-level ontology)."""

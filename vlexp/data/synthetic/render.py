@@ -62,8 +62,8 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: 
         draw.polygon([(cx + r * x, cy + r * y) for x, y in _UNIT[shape]], fill=255)
     elif shape == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
-    elif shape == "oval":
-        draw.ellipse((cx - r, cy - 0.55 * r, cx + r, cy + 0.55 * r), fill=255)
+    elif shape == "semicircle":  # flat side down, bounding box centred on (cx, cy)
+        draw.pieslice((cx - r, cy - 0.5 * r, cx + r, cy + 1.5 * r), 180, 360, fill=255)
     elif shape == "ring":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=255, width=max(2, round(0.38 * r)))
     elif shape == "crescent":

@@ -165,10 +165,8 @@ class Draws:
 _SCENE_DRAWS = 1 + 4 * MAX_OBJECTS + 1 + len(COLOUR_NAMES) + MAX_OBJECTS + 2 * MAX_OBJECTS + 4
 
 
-def _colours(
-    draws: Draws, shapes: list[int], fixed: dict[int, int], exclude_held_out: bool
-) -> list[int]:
-    """Distinct colours per object; ``fixed`` pins some objects, held-out combos avoided."""
+def _colours(draws: Draws, shapes: list[int], fixed: dict[int, int]) -> list[int]:
+    """Distinct colours per object; ``fixed`` pins some objects, the rest avoid held-out combos."""
     order = draws.permutation(len(COLOUR_NAMES))
     used = set(fixed.values())
     out = []
@@ -176,7 +174,7 @@ def _colours(
         if k in fixed:
             out.append(fixed[k])
             continue
-        banned = _HELD_OUT.get(shape, -1) if exclude_held_out else -1
+        banned = _HELD_OUT.get(shape, -1)
         colour = next(c for c in order if c not in used and c != banned)
         used.add(colour)
         out.append(colour)
@@ -234,7 +232,7 @@ def sample_scene(
     combo = draws.pick(len(_COMBO_IDS))
     if compositional:
         shapes[0], fixed[0] = _COMBO_IDS[combo]
-    colours = _colours(draws, shapes, fixed, exclude_held_out=True)
+    colours = _colours(draws, shapes, fixed)
     centres = _positions(draws, radii)
     objects = tuple(
         SceneObject(
