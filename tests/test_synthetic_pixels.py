@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from vlexp.data.synthetic import COLOURS, LEAF_CLASSES, RELATIONS, SyntheticPairs
+from vlexp.data.synthetic.render import TEXTURE_SHADE
 
 _MENTION = (
     r"an? (?:(small|large) )?(?:("
@@ -25,9 +26,9 @@ CUE = (245, 245, 245)
 
 
 def colour_mask(image: np.ndarray, colour: str) -> np.ndarray:
-    """Pixels of exactly the named colour or its texture shade (0.35x, integer)."""
+    """Pixels of exactly the named colour or its texture shade (TEXTURE_SHADE x, truncated)."""
     rgb = np.array(COLOURS[colour])
-    shade = (rgb * 0.35).astype(int)
+    shade = (rgb * TEXTURE_SHADE).astype(int)
     return np.all(image == rgb, -1) | np.all(image == shade, -1)
 
 

@@ -4,4 +4,4 @@ from vlexp.samplers.base import SAMPLERS, PlannedBatchSampler
 
 __all__ = ["SAMPLERS", "PlannedBatchSampler"]
 
-from vlexp.samplers import random  # noqa: E402,F401  (registration)
+from vlexp.samplers import random, tonics  # noqa: E402,F401  (registration)

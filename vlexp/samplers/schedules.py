@@ -187,4 +187,5 @@ class OntologyWalk:
         if num_levels < 1:
             raise ValueError(f"num_levels must be >= 1, got {num_levels}")
         x = _ramp(progress, self.start, self.end)
-        return np.minimum(np.floor(x * num_levels), num_levels - 1).astype(np.int64)
+        # (the tiny offset keeps a boundary such as 0.7 from rounding down to the level before)
+        return np.minimum(np.floor(x * num_levels + 1e-9), num_levels - 1).astype(np.int64)

@@ -115,7 +115,8 @@ class SyntheticPairs:
             pair's (tags stay the image's truth; the item says ``"noisy": True``). Default 0.
         low_complexity_frac: share of train captions reduced to the primary object's
             bare noun phrase (``"a circle"``). Default 0.
-        text_in_image_frac: share of train images showing their caption as text. Default 0.
+        text_in_image_frac: share of train images showing the caption the pair carries
+            (noise included) as text, the text-spotting case. Default 0.
         action_frac: share of scenes with 2+ objects showing an action (drawn cue and,
             usually, an action caption); all splits. Default 0.2.
         random_text_frac: share of train images showing 1-2 unrelated words. Default 0.

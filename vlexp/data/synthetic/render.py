@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 from PIL import Image, ImageChops, ImageDraw, ImageFont
@@ -29,7 +30,7 @@ BACKGROUND = (28, 28, 36)
 CUE_COLOUR = (245, 245, 245)
 TEXT_COLOUR = (255, 255, 255)
 TEXT_BOX = (0, 0, 0)
-TEXTURE_SHADE = 0.35
+TEXTURE_SHADE = 0.55
 """Striped/dotted marks use the object's colour times this factor."""
 
 _RGB = [COLOURS[c] for c in COLOUR_NAMES]
@@ -124,9 +125,27 @@ def draw_object(image: Image.Image, o: SceneObject) -> None:
         )
 
 
-def _arrow_head(
-    draw: ImageDraw.ImageDraw, tip: tuple[float, float], ux: float, uy: float, h: float
-) -> None:
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class _CueGeometry:
+    """Image size, unit direction subject -> target, cue length, sizes (pixels)."""
+
+    size: int
+    ux: float
+    uy: float
+    length: float
+    target_radius: float
+    width: int
+    head: float
+
+    def along(self, p: Point, t: float) -> Point:
+        """The point ``t`` pixels from ``p`` in the cue's direction."""
+        return (p[0] + self.ux * t, p[1] + self.uy * t)
+
+
+def _arrow_head(draw: ImageDraw.ImageDraw, tip: Point, ux: float, uy: float, h: float) -> None:
     bx, by = tip[0] - ux * h, tip[1] - uy * h
     draw.polygon(
         [tip, (bx - uy * 0.6 * h, by + ux * 0.6 * h), (bx + uy * 0.6 * h, by - ux * 0.6 * h)],
@@ -134,8 +153,70 @@ def _arrow_head(
     )
 
 
+def _cue_chasing(draw: ImageDraw.ImageDraw, p0: Point, p1: Point, g: _CueGeometry) -> None:
+    dash, t = max(2.0, g.size / 20), 0.0
+    while t < g.length - g.head:
+        t1 = min(t + dash, g.length - g.head)
+        draw.line([g.along(p0, t), g.along(p0, t1)], fill=CUE_COLOUR, width=g.width)
+        t += 2 * dash
+    _arrow_head(draw, p1, g.ux, g.uy, g.head)
+
+
+def _cue_pushing(draw: ImageDraw.ImageDraw, p0: Point, p1: Point, g: _CueGeometry) -> None:
+    draw.line([p0, p1], fill=CUE_COLOUR, width=g.width + 1)
+    bar = 0.5 * g.head + 0.3 * g.target_radius
+    ends = [(p1[0] - g.uy * bar, p1[1] + g.ux * bar), (p1[0] + g.uy * bar, p1[1] - g.ux * bar)]
+    draw.line(ends, fill=CUE_COLOUR, width=g.width + 1)
+
+
+def _cue_jumping_over(draw: ImageDraw.ImageDraw, p0: Point, p1: Point, g: _CueGeometry) -> None:
+    """A quadratic Bezier arc bulging to the upper side, landing beyond the target."""
+    end = g.along(p1, 0.5 * g.target_radius + 1.1 * g.target_radius)
+    nx, ny = g.uy, -g.ux  # the normal on the upper side (the left one for vertical moves)
+    if ny > 0 or (ny == 0 and nx > 0):
+        nx, ny = -nx, -ny
+    lift = 2 * (1.3 * g.target_radius + 0.15 * g.length)  # control offset = 2 x arc height
+    ctrl = ((p0[0] + end[0]) / 2 + nx * lift, (p0[1] + end[1]) / 2 + ny * lift)
+    pts = [
+        (
+            (1 - t) ** 2 * p0[0] + 2 * t * (1 - t) * ctrl[0] + t * t * end[0],
+            (1 - t) ** 2 * p0[1] + 2 * t * (1 - t) * ctrl[1] + t * t * end[1],
+        )
+        for t in (k / 16 for k in range(17))
+    ]
+    draw.line(pts, fill=CUE_COLOUR, width=g.width)
+    tx, ty = end[0] - pts[-2][0], end[1] - pts[-2][1]
+    tn = math.hypot(tx, ty) or 1.0
+    _arrow_head(draw, end, tx / tn, ty / tn, g.head)
+
+
+def _cue_hitting(draw: ImageDraw.ImageDraw, p0: Point, p1: Point, g: _CueGeometry) -> None:
+    steps = max(3, int(g.length / max(3.0, g.size / 16)))
+    amp = max(1.5, g.size / 28)
+    pts = [p0]
+    for k in range(1, steps):
+        x, y = g.along(p0, k / steps * (g.length - g.head))
+        side = amp if k % 2 else -amp
+        pts.append((x - g.uy * side, y + g.ux * side))
+    pts.append(g.along(p1, -g.head))
+    draw.line(pts, fill=CUE_COLOUR, width=g.width)
+    _arrow_head(draw, p1, g.ux, g.uy, g.head)
+
+
+_CUES = {
+    "chasing": _cue_chasing,
+    "pushing": _cue_pushing,
+    "jumping over": _cue_jumping_over,
+    "hitting": _cue_hitting,
+}
+
+
 def draw_action(image: Image.Image, scene: Scene, action: Action) -> None:
-    """Draw the cue of ``action`` from its subject towards its target (see module doc)."""
+    """Draw the cue of ``action`` from its subject towards its target (see module doc).
+
+    The cue runs from half the subject's radius out of its centre to half the target's
+    radius before its centre, over both shapes.
+    """
     size = image.width
     a, b = scene.objects[action.subject], scene.objects[action.target]
     ax, ay, bx, by = a.x * size, a.y * size, b.x * size, b.y * size
@@ -143,64 +224,16 @@ def draw_action(image: Image.Image, scene: Scene, action: Action) -> None:
     ux, uy = (bx - ax) / dist, (by - ay) / dist
     p0 = (ax + ux * 0.5 * a.radius * size, ay + uy * 0.5 * a.radius * size)
     p1 = (bx - ux * 0.5 * b.radius * size, by - uy * 0.5 * b.radius * size)
-    width = max(1, round(size / 32))
-    head = max(3.0, size / 14)
-    draw = ImageDraw.Draw(image)
-    verb = action.verb_name
-    length = math.hypot(p1[0] - p0[0], p1[1] - p0[1])
-    if verb == "chasing":
-        dash = max(2.0, size / 20)
-        t = 0.0
-        while t < length - head:
-            t1 = min(t + dash, length - head)
-            draw.line(
-                [(p0[0] + ux * t, p0[1] + uy * t), (p0[0] + ux * t1, p0[1] + uy * t1)],
-                fill=CUE_COLOUR,
-                width=width,
-            )
-            t += 2 * dash
-        _arrow_head(draw, p1, ux, uy, head)
-    elif verb == "pushing":
-        draw.line([p0, p1], fill=CUE_COLOUR, width=width + 1)
-        bar = 0.5 * head + b.radius * size * 0.3
-        draw.line(
-            [(p1[0] - uy * bar, p1[1] + ux * bar), (p1[0] + uy * bar, p1[1] - ux * bar)],
-            fill=CUE_COLOUR,
-            width=width + 1,
-        )
-    elif verb == "jumping over":
-        end = (bx + ux * 1.1 * b.radius * size, by + uy * 1.1 * b.radius * size)
-        nx, ny = uy, -ux  # the normal on the upper side (the left one for vertical moves)
-        if ny > 0 or (ny == 0 and nx > 0):
-            nx, ny = -nx, -ny
-        lift = 1.3 * b.radius * size + 0.15 * dist
-        ctrl = ((p0[0] + end[0]) / 2 + nx * lift * 2, (p0[1] + end[1]) / 2 + ny * lift * 2)
-        pts = []
-        for k in range(17):
-            t = k / 16
-            pts.append(
-                (
-                    (1 - t) ** 2 * p0[0] + 2 * t * (1 - t) * ctrl[0] + t * t * end[0],
-                    (1 - t) ** 2 * p0[1] + 2 * t * (1 - t) * ctrl[1] + t * t * end[1],
-                )
-            )
-        draw.line(pts, fill=CUE_COLOUR, width=width)
-        tx, ty = end[0] - pts[-2][0], end[1] - pts[-2][1]
-        tn = math.hypot(tx, ty) or 1.0
-        _arrow_head(draw, end, tx / tn, ty / tn, head)
-    elif verb == "hitting":
-        steps = max(3, int(length / max(3.0, size / 16)))
-        amp = max(1.5, size / 28)
-        pts = [p0]
-        for k in range(1, steps):
-            t = k / steps * (length - head)
-            s = amp if k % 2 else -amp
-            pts.append((p0[0] + ux * t - uy * s, p0[1] + uy * t + ux * s))
-        pts.append((p1[0] - ux * head, p1[1] - uy * head))
-        draw.line(pts, fill=CUE_COLOUR, width=width)
-        _arrow_head(draw, p1, ux, uy, head)
-    else:
-        raise ValueError(f"unknown action verb {verb!r}")
+    geometry = _CueGeometry(
+        size,
+        ux,
+        uy,
+        math.hypot(p1[0] - p0[0], p1[1] - p0[1]),
+        b.radius * size,
+        max(1, round(size / 32)),
+        max(3.0, size / 14),
+    )
+    _CUES[action.verb_name](ImageDraw.Draw(image), p0, p1, geometry)
 
 
 def font_size(image_size: int) -> int:

@@ -1,0 +1,115 @@
+"""Shapes of the TOnICS curriculum schedules and the ontology walk."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from vlexp.samplers.schedules import (
+    SCHEDULES,
+    ConstantSchedule,
+    CosineSchedule,
+    LinearSchedule,
+    OntologyWalk,
+    StepSchedule,
+    build_schedule,
+    max_probability,
+)
+
+GRID = np.linspace(0.0, 1.0, 201)
+
+
+def test_registered_names() -> None:
+    assert SCHEDULES.names() == ["constant", "cosine", "linear", "step"]
+
+
+def test_linear_values_and_shape() -> None:
+    s = LinearSchedule(p_max=0.6, start=0.2, end=0.7)
+    # hand-computed: 0 before start, 0.6 * (t - 0.2) / 0.5 inside, 0.6 after end
+    assert s(0.0) == 0.0
+    assert s(0.2) == 0.0
+    assert s(0.45) == pytest.approx(0.3)
+    assert s(0.7) == pytest.approx(0.6)
+    assert s(1.0) == pytest.approx(0.6)
+    v = s(GRID)
+    assert v.shape == GRID.shape
+    assert np.all(np.diff(v) >= -1e-15)  # monotonic
+    assert LinearSchedule(p_min=0.1, p_max=0.9)(0.0) == pytest.approx(0.1)
+
+
+def test_linear_defaults_documented() -> None:
+    s = LinearSchedule()
+    assert (s.p_max, s.start, s.end, s.p_min) == (0.5, 0.0, 0.5, 0.0)
+    assert s(0.25) == pytest.approx(0.25)
+
+
+def test_cosine_values_and_shape() -> None:
+    s = CosineSchedule(p_max=1.0, start=0.0, end=1.0)
+    assert s(0.0) == pytest.approx(0.0)
+    assert s(0.5) == pytest.approx(0.5)
+    assert s(0.25) == pytest.approx((1 - math.cos(math.pi * 0.25)) / 2)
+    assert s(1.0) == pytest.approx(1.0)
+    v = s(GRID)
+    assert np.all(np.diff(v) >= -1e-12)
+    # flat at both ends: the first step is much smaller than the linear one
+    assert v[1] - v[0] < 0.05 * (GRID[1] - GRID[0])
+
+
+def test_step_switches_at_fraction() -> None:
+    s = StepSchedule(p_max=1.0, at=0.3)
+    assert s(0.0) == 0.0
+    assert s(0.2999) == 0.0
+    assert s(0.3) == 1.0
+    assert s(1.0) == 1.0
+    v = s(GRID)
+    assert np.all(np.diff(v) >= 0)
+    assert set(np.unique(v)) == {0.0, 1.0}
+
+
+def test_constant() -> None:
+    s = ConstantSchedule(0.25)
+    np.testing.assert_array_equal(s(GRID), np.full_like(GRID, 0.25))
+    assert s(0.7) == 0.25
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"name": "linear", "p_max": 1.5},
+        {"name": "linear", "start": 0.6, "end": 0.4},
+        {"name": "cosine", "p_min": -0.1},
+        {"name": "step", "at": 2.0},
+        {"name": "constant", "p": -1},
+    ],
+)
+def test_invalid_parameters_raise(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        build_schedule(bad)
+
+
+def test_build_schedule_forms() -> None:
+    assert isinstance(build_schedule("cosine"), CosineSchedule)
+    s = build_schedule({"name": "step", "at": 0.1, "p_max": 0.8})
+    assert s == StepSchedule(p_max=0.8, at=0.1)
+    inst = ConstantSchedule(0.1)
+    assert build_schedule(inst) is inst
+    with pytest.raises(TypeError, match="unknown option"):
+        build_schedule({"name": "linear", "pmax": 0.3})
+    with pytest.raises(KeyError, match="Unknown schedule"):
+        build_schedule("exponential")
+    assert max_probability(LinearSchedule(p_max=0.7)) == pytest.approx(0.7)
+
+
+def test_ontology_walk_levels() -> None:
+    walk = OntologyWalk(start=0.0, end=1.0)
+    # two levels: roots for the first half, leaves from the middle on
+    np.testing.assert_array_equal(walk.level([0.0, 0.49, 0.5, 0.99, 1.0], 2), [0, 0, 1, 1, 1])
+    lv = walk.level(GRID, 3)
+    assert lv[0] == 0 and lv[-1] == 2
+    assert np.all(np.diff(lv) >= 0)
+    assert set(lv.tolist()) == {0, 1, 2}
+    late = OntologyWalk(start=0.5, end=0.9)
+    np.testing.assert_array_equal(late.level([0.1, 0.69, 0.7, 0.95], 2), [0, 0, 1, 1])
+    np.testing.assert_array_equal(walk.level(GRID, 1), np.zeros(len(GRID)))
