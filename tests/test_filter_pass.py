@@ -383,3 +383,16 @@ def test_table_relative_paths_and_tsv(tmp_path):
     assert os.path.isfile(out / kept["path"][0])
     with pytest.raises(ValueError, match="no column"):
         run_pass(opts(tmp_path / "in" / "pairs.tsv", tmp_path / "o2", CAPTIONS_ONLY))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_empty_table_gives_an_empty_table(tmp_path, fmt):
+    (tmp_path / "in").mkdir()
+    df = pd.DataFrame({"filepath": pd.Series([], dtype=str), "caption": pd.Series([], dtype=str)})
+    table = tmp_path / "in" / f"pairs.{fmt}"
+    df.to_parquet(table) if fmt == "parquet" else df.to_csv(table, index=False)
+    report = run_pass(opts(table, tmp_path / "out", CAPTIONS_ONLY))["report"]
+    assert (report["units"], report["total"], report["kept"]) == (0, 0, 0)
+    out = tmp_path / "out" / table.name
+    back = pd.read_parquet(out) if fmt == "parquet" else pd.read_csv(out)
+    assert list(back.columns) == ["filepath", "caption"] and len(back) == 0

@@ -197,7 +197,7 @@ def join_parts(
         import pyarrow.parquet as pq
 
         def write(tmp: Path) -> None:
-            schema = pq.read_schema(parts[0])
+            schema = pq.read_schema(parts[0] if parts else table_path)
             with pq.ParquetWriter(tmp, schema) as w:
                 for p in parts:
                     w.write_table(pq.read_table(p, schema=schema))
