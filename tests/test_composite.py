@@ -99,3 +99,11 @@ def test_any_mix_is_expressible_from_the_command_line():
     obj = OBJECTIVES.build(OmegaConf.to_container(cfg.objective, resolve=True), embed_dim=32)
     assert obj.weights == {"main": 1.0, "concepts": 0.5}
     assert isinstance(obj.terms["main"], HNNCEObjective)
+
+
+def test_experiment_diht_uses_the_synthetic_teacher_and_cat():
+    cfg = compose_cfg(["experiment=diht"])
+    assert cfg.filter.name == "cat" and cfg.objective.name == "composite"
+    teacher = cfg.objective.terms.concepts.teacher
+    assert teacher.name == "synthetic" and teacher.weights.endswith("teachers/synthetic.pt")
+    assert cfg.data.source.low_complexity_frac > 0 and cfg.data.source.text_in_image_frac > 0

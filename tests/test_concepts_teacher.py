@@ -92,3 +92,32 @@ def test_synthetic_teacher_needs_weights(tmp_path):
         build_teacher("synthetic")
     with pytest.raises(FileNotFoundError, match="train-synthetic --out"):
         build_teacher("synthetic", weights=str(tmp_path / "nope.pt"))
+
+
+def test_train_synthetic_teacher_roundtrip(tmp_path):
+    from vlexp.data.synthetic import LEAF_CLASSES
+    from vlexp.teachers import main
+
+    out = tmp_path / "teacher.pt"
+    argv = [
+        "train-synthetic",
+        "--out",
+        str(out),
+        "--num-train",
+        "256",
+        "--num-val",
+        "64",
+        "--max-seconds",
+        "3",
+        "--epochs",
+        "2",
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    teacher = build_teacher("synthetic", weights=str(out))
+    assert teacher.multilabel and teacher.concept_names == list(LEAF_CLASSES)
+    assert teacher.input_size == 64
+    info = torch.load(out, weights_only=False)["info"]
+    assert info["num_train"] == 256 and 0.0 <= info["val"]["mean_ap"] <= 1.0
+    x = torch.randn(3, 3, 64, 64)
+    assert teacher.logits(x).shape == (3, len(LEAF_CLASSES))

@@ -9,6 +9,8 @@ from typing import Any
 from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf
 
+from vlexp.sweep import run_group
+
 
 def flat_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as one flat dict (``a.b.c`` keys) for experiment trackers."""
@@ -44,7 +46,7 @@ def _wandb_logger(cfg: DictConfig, run_dir: Path) -> Logger:
             f"filter:{cfg.filter.name}", f"encoder:{cfg.encoder.name}", *cfg.get("tags", [])]
     logger = WandbLogger(
         project=cfg.logger.project, entity=cfg.logger.get("entity"),
-        group=cfg.logger.get("group") or cfg.task_name, save_dir=str(run_dir), mode=mode,
+        group=run_group(cfg), save_dir=str(run_dir), mode=mode,
         tags=tags, config=flat_config(cfg), settings=_wandb_settings(),
     )
     return logger

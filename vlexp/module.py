@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from vlexp.encoders.base import TwoTower
+from vlexp.eval.finegrained import finegrained_scores, flatten_distractors
 from vlexp.eval.retrieval import retrieval_recall
 from vlexp.eval.sets import EvalSet
 from vlexp.eval.zeroshot import class_embeddings, zeroshot_accuracy
@@ -170,13 +171,23 @@ class VLModule(L.LightningModule):
     def evaluate_set(
         self, eval_set: EvalSet, image_emb: torch.Tensor, labels: torch.Tensor
     ) -> dict[str, float]:
-        """Retrieval and zero-shot classification metrics of one set (fractions in [0, 1])."""
+        """Retrieval, zero-shot and (with distractors) fine-grained metrics of one set.
+
+        Fractions in [0, 1], except ``finegrained_rank`` (mean rank, 1 = best).
+        """
         out: dict[str, float] = {}
-        if eval_set.retrieval and eval_set.captions:
+        text_emb = None
+        if eval_set.captions and (eval_set.retrieval or eval_set.distractors):
             text_emb = self.encode_captions(eval_set.captions)
-            cap_img = torch.as_tensor(eval_set.caption_image, device=image_emb.device)
+        cap_img = torch.as_tensor(eval_set.caption_image, device=image_emb.device).long()
+        if eval_set.retrieval and text_emb is not None:
             out.update(retrieval_recall(image_emb, text_emb, cap_img, self.eval_ks,
                                         self.eval_chunk_size))
+        if eval_set.distractors and any(eval_set.distractors) and text_emb is not None:
+            true_emb = torch.zeros_like(image_emb)
+            true_emb[cap_img] = text_emb.to(true_emb.dtype)  # one true caption per image
+            flat, owner = flatten_distractors(eval_set.distractors)
+            out.update(finegrained_scores(image_emb, true_emb, self.encode_captions(flat), owner))
         if eval_set.class_names and bool((labels >= 0).any()):
             cls = class_embeddings(self.model, eval_set.class_names, eval_set.templates, self.device)
             acc = zeroshot_accuracy(image_emb, labels, cls)

@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from vlexp.eval.finegrained import finegrained_chance
 from vlexp.eval.retrieval import retrieval_chance
 from vlexp.eval.sets import EvalSet
 
@@ -17,6 +18,10 @@ def chance_levels(eval_set: EvalSet, ks: tuple[int, ...]) -> dict[str, float]:
     for k in ks:
         out.update(retrieval_chance(eval_set.num_images, len(eval_set.captions),
                                     eval_set.captions_per_image, k))
+    if eval_set.distractors and any(eval_set.distractors):
+        # the mean rank (finegrained_rank, lower is better) goes to metrics.json only
+        acc = finegrained_chance([len(d) for d in eval_set.distractors])["finegrained_acc"]
+        out["finegrained_acc"] = acc
     c = len(eval_set.class_names)
     if c:
         out["zeroshot_top1"] = 1.0 / c

@@ -1,6 +1,8 @@
 """Entry point: ``python -m vlexp.run [overrides]`` composes conf/train.yaml and trains.
 
-Returns the monitored metric so Hydra sweepers (Optuna) can optimise it.
+Returns the monitored metric so Hydra sweepers (Optuna) can optimise it. In a multirun a
+failing job records ``error.txt`` in its run directory and returns None (Optuna marks the
+trial failed) so the other jobs go on; a single run re-raises and exits non-zero.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from vlexp.config import validate_config
 from vlexp.datamodule import VLDataModule
 from vlexp.encoders import ENCODERS
 from vlexp.loggers import build_loggers
+from vlexp.model_opts import apply_model_opts
 from vlexp.module import VLModule
 from vlexp.objectives import OBJECTIVES
 from vlexp.report import metrics_rows, print_metrics_table
 from vlexp.samplers import SAMPLERS
+from vlexp.slurm import env_rank, resume_checkpoint
+from vlexp.sweep import is_multirun, prepare_ddp_relaunch, quiet_nonzero_rank, record_failure
 
 log = logging.getLogger("vlexp")
 
@@ -36,23 +41,11 @@ TRAINER_KEYS_HANDLED_HERE = ("fast_dev_run",)
 def resolve_resume(resume: str | None, run_dir: Path) -> str | None:
     """Checkpoint path to resume from: None, a .ckpt file, a run dir, or 'auto'.
 
-    ``auto`` resumes from ``<run_dir>/checkpoints/last.ckpt`` when it exists (what a
-    requeued SLURM job wants) and starts fresh otherwise.
+    ``auto`` resumes from the newest of ``<run_dir>/checkpoints/last.ckpt`` and SLURM's
+    ``<run_dir>/hpc_ckpt_<n>.ckpt`` (what a requeued job wants) and starts fresh
+    otherwise; see :func:`vlexp.slurm.resume_checkpoint`.
     """
-    if resume in (None, "", "none"):
-        return None
-    if resume == "auto":
-        last = run_dir / "checkpoints" / "last.ckpt"
-        return str(last) if last.exists() else None
-    path = Path(str(resume))
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"resume={resume!r}: no checkpoint at {path}. Pass a .ckpt file, a run "
-            "directory holding checkpoints/last.ckpt, or resume=auto."
-        )
-    return str(path)
+    return resume_checkpoint(resume, run_dir)
 
 
 def build_components(cfg: DictConfig) -> tuple[VLModule, VLDataModule]:
@@ -67,6 +60,8 @@ def build_components(cfg: DictConfig) -> tuple[VLModule, VLDataModule]:
     FILTERS.get(cfg.filter.name)
 
     model = ENCODERS.build(OmegaConf.to_container(cfg.encoder, resolve=True))
+    apply_model_opts(model, OmegaConf.to_container(cfg.model_opts, resolve=True)
+                     if "model_opts" in cfg else None)
     objective = OBJECTIVES.build(
         OmegaConf.to_container(cfg.objective, resolve=True), embed_dim=model.embed_dim,
     )
@@ -99,6 +94,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
             LearningRateMonitor(logging_interval="step"),
         ]
         loggers = build_loggers(cfg, run_dir) if cfg.logger.name != "none" else False
+        viz = cfg.get("viz")
+        if viz is not None and viz.get("enabled", False):
+            from vlexp.viz.callback import VizCallback
+
+            callbacks.append(VizCallback(run_dir / "viz", num_images=int(viz.num_images),
+                                         num_queries=int(viz.num_queries), top_k=int(viz.top_k)))
     return L.Trainer(
         default_root_dir=str(run_dir), callbacks=callbacks, logger=loggers,
         use_distributed_sampler=False,  # vlexp's batch samplers split by rank themselves
@@ -157,9 +158,21 @@ def train(cfg: DictConfig) -> float | None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point."""
+    """Hydra entry point: train, and in a sweep turn a crash into a recorded failure."""
     torch.set_float32_matmul_precision("high")
-    return train(cfg)
+    rank = env_rank()
+    quiet_nonzero_rank(rank)  # only rank 0 writes the run directory's log file
+    prepare_ddp_relaunch()  # multirun + strategy=ddp: ranks re-run this job, not the sweep
+    try:
+        return train(cfg)
+    except Exception as exc:
+        run_dir = Path(cfg.paths.output_dir)
+        if rank == 0:
+            record_failure(run_dir, exc)
+        if not is_multirun():
+            raise
+        log.exception("job failed; the sweep goes on (traceback in %s)", run_dir / "error.txt")
+        return None
 
 
 if __name__ == "__main__":

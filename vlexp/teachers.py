@@ -19,6 +19,10 @@ output concepts (:class:`ImageTeacher`). :func:`build_teacher` picks one by name
 
 Nothing is ever downloaded: a name without local weights fails with a message saying
 how to point at them.
+
+Command: ``python -m vlexp.teachers train-synthetic --out PATH [--num-train 10000]
+[--max-seconds 120] [--knob KEY=VALUE ...]`` trains the synthetic teacher (about 2
+minutes on 2 CPU cores, held-out mean AP about 0.9) and prints its held-out scores.
 """
 
 from __future__ import annotations

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
 from typing import Any
+
+import numpy as np
 
 from vlexp.data.sources import DATASETS, DataSplits
 from vlexp.eval.sets import EvalSet
 
 
 @DATASETS.register("synthetic")
-def synthetic_splits(seed: int = 0, **knobs: Any) -> DataSplits:
-    """Train pairs plus val (`synthetic`) and test (`synthetic`, `compositional`) sets.
+def synthetic_splits(seed: int = 0, finegrained_k: int = 4, **knobs: Any) -> DataSplits:
+    """Train pairs plus val (`synthetic`) and test (`synthetic`, `compositional`, `finegrained`).
 
     ``knobs`` are the generator's (see :func:`vlexp.data.synthetic.build_synthetic`).
+    ``finegrained_k`` (default 4, 0 = no such set) is the number of same-object false
+    captions per test image in the `finegrained` set: its images are the test split's,
+    its true captions their fully detailed captions, scored against ``finegrained_k``
+    counterfactuals each (:meth:`SyntheticPairs.fine_grained`; chance ``1/(k+1)``).
     """
     from vlexp.data.synthetic import build_synthetic, classification_class_names, prompt_templates
 
@@ -22,8 +30,31 @@ def synthetic_splits(seed: int = 0, **knobs: Any) -> DataSplits:
     def eval_set(name: str, split: str) -> EvalSet:
         return EvalSet.from_pairs(name, splits[split], names, templates)
 
-    return DataSplits(
-        train=splits["train"],
-        val=[eval_set("synthetic", "val")],
-        test=[eval_set("synthetic", "test"), eval_set("compositional", "test_compositional")],
+    test = [eval_set("synthetic", "test"), eval_set("compositional", "test_compositional")]
+    k = _check_k(finegrained_k)
+    if k > 0 and len(splits["test"]) > 0:
+        test.append(finegrained_set(splits["test"], k))
+    return DataSplits(train=splits["train"], val=[eval_set("synthetic", "val")], test=test)
+
+
+# a one-object scene's detailed caption has (2-1) sizes + (8-1) colours + (3-1) textures
+_MAX_K = 10
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k <= _MAX_K:
+        raise ValueError(
+            f"data.source.finegrained_k={k!r} is invalid: it must be an integer in [0, {_MAX_K}] "
+            f"(a one-object scene has only {_MAX_K} counterfactual captions; 0 turns the set off)"
+        )
+    return int(k)
+
+
+def finegrained_set(source: Any, k: int) -> EvalSet:
+    """The `finegrained` eval set of a synthetic split: detailed captions + k distractors each."""
+    pairs = [source.fine_grained(i, k) for i in range(len(source))]
+    base = EvalSet.from_pairs("finegrained", source)
+    return dataclasses.replace(
+        base, captions=[true for true, _ in pairs], caption_image=np.arange(len(pairs)),
+        retrieval=False, distractors=[list(false) for _, false in pairs],
     )

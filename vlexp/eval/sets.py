@@ -31,6 +31,10 @@ class EvalSet:
     ``images`` is a map-style dataset of ``{"image", "label", "index"}`` items;
     ``captions[j]`` describes image ``caption_image[j]`` (several captions per image
     allowed). Zero-shot classification runs when ``class_names`` and image labels exist.
+    ``distractors[i]``, when given, lists false captions of image ``i`` that name the same
+    objects with one thing changed; the set then scores fine-grained accuracy (its true
+    caption above all of them, :mod:`vlexp.eval.finegrained`) and must have exactly one
+    caption per image.
     """
 
     name: str
@@ -40,6 +44,24 @@ class EvalSet:
     class_names: list[str] = field(default_factory=list)
     templates: list[str] = field(default_factory=lambda: ["a {}"])
     retrieval: bool = True
+    distractors: list[list[str]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.distractors is None:
+            return
+        n = self.num_images
+        if len(self.distractors) != n:
+            raise ValueError(
+                f"eval set '{self.name}': distractors must hold one list per image "
+                f"({n} images), got {len(self.distractors)} lists"
+            )
+        per_image = np.bincount(np.asarray(self.caption_image, dtype=np.int64), minlength=n)
+        if per_image.shape[0] != n or not (per_image == 1).all():
+            raise ValueError(
+                f"eval set '{self.name}': a set with distractors needs exactly one true caption "
+                "per image (captions[j] for image caption_image[j]); split extra captions into "
+                "their own set"
+            )
 
     @classmethod
     def from_pairs(

@@ -9,3 +9,4 @@ import vlexp.objectives.composite  # noqa: E402,F401  (registration)
 import vlexp.objectives.concepts  # noqa: E402,F401  (registration)
 import vlexp.objectives.hnnce  # noqa: E402,F401  (registration)
 from vlexp.objectives import clip  # noqa: E402,F401  (registration)
+from vlexp.objectives import softalign  # noqa: E402,F401

@@ -1,0 +1,413 @@
+"""`objective=softalign`: progressive self-distillation with soft alignment targets.
+
+SoftAlign (Andonian, Chen, Hamid, CVPR 2022, arXiv 2204.04588) trains on its own
+predictions for a subset of every minibatch. For a selected pair ``i`` the targets are
+
+    image i -> texts:   T_i = (1 - a_t) onehot(i) + a_t softmax_j(t_ij)
+    text i  -> images:  T'_i = (1 - a_t) onehot(i) + a_t softmax_j(t'_ij)
+
+(the text->image direction is the transposed similarity matrix: rows of the text-local
+logits), where ``t`` are the teacher's logits, computed without gradient; every other
+row keeps its one-hot target. The loss is the symmetric cross-entropy against these
+targets, ``(L_i2t + L_t2i) / 2``, each a mean over rows. It is computed as
+
+    L = InfoNCE + (a_t / B) * sum_{i soft} (log p_i[pos_i] - sum_j T~_ij log p_ij)
+
+with ``T~`` the teacher's softmax, which is the same number as ``-mean_i sum_j T_ij log
+p_ij`` and is *bit-identical* to ``objective=clip`` at ``a_t = 0``.
+
+Teacher logits (``teacher``):
+
+- ``self`` (default): the current model, detached -- the student's own logits, so the
+  soft targets cost one softmax over the selected rows and nothing else (the paper's
+  "no added compute");
+- ``ema``: an exponential moving average of the towers, ``theta_ema <- d theta_ema +
+  (1 - d) theta`` after every optimiser step (:meth:`SoftAlignObjective.on_train_batch_end`
+  receives the module). The EMA copy is built at construction from ``ema_encoder`` (the
+  student's own encoder config: ``${encoder}`` in conf/objective/softalign.yaml), so its
+  weights are ordinary entries of the state dict (``objective.ema_model.*``) and a resumed
+  run loads them before its first step. It is set to the student's weights at the first
+  optimiser step; until then (step 0) the student itself is the teacher, which is what
+  an EMA started from the initial weights would give. Its embeddings are computed in
+  ``forward`` from the batch (``batch["image"]``, ``batch["input_ids"]``,
+  ``batch["attention_mask"]``) without gradient, in eval mode; this costs one extra
+  forward pass of both towers.
+
+The teacher logits are ``cos_ij / teacher_temperature``, or ``cos_ij * logit_scale`` (the
+student's current scale, detached) with ``use_student_scale: true``.
+
+Which rows get soft targets (``soft_share`` of the global batch, rounded):
+
+- ``random``: a random subset drawn from a generator seeded with ``(seed, call count)``;
+  ``seed`` defaults to ``torch.initial_seed()`` read at the first training step (broadcast
+  from rank 0 under DDP), so the choice is deterministic given the torch seed, the same on
+  every rank for the same global rows, and continues exactly after a resume (both numbers
+  are saved in the state dict);
+- ``least_confident``: the pairs whose teacher probability of the true partner, averaged
+  over both directions, is smallest (gathered across ranks; ties go to the lower index).
+
+Distributed runs use the local-loss layout of :mod:`vlexp.objectives.distributed`: each
+rank holds its ``B_local`` rows against all ``B_global`` gathered columns; positives sit at
+``features.labels`` and the teacher softmax runs over the same gathered columns, so the
+averaged gradient equals that of one process holding the whole batch.
+
+The distillation weight ``a_t`` follows a :class:`~vlexp.objectives.schedules.WeightRamp`
+of ``progress`` from 0 to ``alpha_max``; being a pure function of progress (global step),
+it resumes with the trainer. Logged components: ``loss_i2t``, ``loss_t2i``,
+``softalign_alpha`` (``a_t``), ``soft_share`` (share of the global batch with soft targets)
+and ``target_entropy`` (mean entropy, in nats, of the soft rows' full targets ``T``; 0 for
+one-hot targets).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from vlexp.objectives.base import OBJECTIVES, Objective, ObjectiveOutput
+from vlexp.objectives.clip import local_logits
+from vlexp.objectives.distributed import GatheredFeatures
+from vlexp.objectives.schedules import WeightRamp
+
+SELECTIONS = ("random", "least_confident")
+TEACHERS = ("self", "ema")
+_GOLDEN = 0x9E3779B97F4A7C15  # mixes the call count into the selection seed
+
+
+# ----------------------------------------------------------------------------- pieces
+def soft_alignment_targets(
+    teacher_logits: torch.Tensor, positives: torch.Tensor, alpha: float
+) -> torch.Tensor:
+    """Dense targets ``(1 - alpha) onehot(positives) + alpha softmax(teacher_logits)``.
+
+    ``teacher_logits`` is ``(k, N)``, ``positives`` the ``k`` target columns. Computed
+    without gradient; rows are probability distributions for ``0 <= alpha <= 1``.
+    """
+    with torch.no_grad():
+        targets = alpha * torch.softmax(teacher_logits.float(), dim=1)
+        rows = torch.arange(targets.shape[0], device=targets.device)
+        targets[rows, positives] += 1.0 - alpha
+    return targets
+
+
+def soft_cross_entropy(
+    logits: torch.Tensor,
+    positives: torch.Tensor,
+    soft_rows: torch.Tensor,
+    teacher_probs: torch.Tensor,
+    alpha: float,
+) -> torch.Tensor:
+    """Mean over rows of ``-sum_j T_ij log softmax(logits)_ij`` (see the module docstring).
+
+    ``logits`` ``(B, N)`` with row ``i``'s positive at ``positives[i]``; ``soft_rows``
+    ``(k,)`` the rows with soft targets and ``teacher_probs`` ``(k, N)`` the teacher's
+    softmax for them (constants). Equal to ``F.cross_entropy(logits, positives)`` bit for
+    bit when ``alpha == 0``.
+    """
+    logp = F.log_softmax(logits, dim=1)
+    loss = F.nll_loss(logp, positives)
+    if soft_rows.numel():
+        lp = logp.index_select(0, soft_rows)
+        hard = lp.gather(1, positives.index_select(0, soft_rows)[:, None]).squeeze(1)
+        soft = (teacher_probs.to(lp.dtype) * lp).sum(1)
+        loss = loss + alpha * (hard - soft).sum() / logits.shape[0]
+    return loss
+
+
+def _world() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` from every rank along dim 0 (no gradient; identity on one rank)."""
+    if _world() == 1:
+        return x
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.detach().contiguous())
+    return torch.cat(out, 0)
+
+
+def target_entropy(targets: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of each row of ``targets`` (``0 log 0 = 0``)."""
+    return -torch.special.xlogy(targets, targets).sum(1)
+
+
+# ------------------------------------------------------------------------- objective
+@OBJECTIVES.register("softalign")
+class SoftAlignObjective(Objective):
+    """Symmetric cross-entropy against partly soft, self-distilled targets.
+
+    Args:
+        soft_share: share of the global minibatch's pairs that get soft targets, in [0, 1].
+        selection: ``random`` or ``least_confident`` (see the module docstring).
+        alpha_max: the distillation weight's final value, in [0, 1].
+        schedule: ``linear`` or ``cosine`` ramp of the weight from 0 (``constant``: always
+            ``alpha_max``).
+        ramp_end: fraction of training at which the weight reaches ``alpha_max``.
+        ramp_start: fraction of training before which the weight is 0.
+        teacher_temperature: ``tau_t`` of the teacher softmax over cosine similarities.
+        use_student_scale: use the student's logit scale (detached) instead of
+            ``1 / teacher_temperature``.
+        teacher: ``self`` (current model, detached) or ``ema``.
+        ema_decay: decay ``d`` of the EMA teacher, in [0, 1).
+        ema_encoder: encoder config of the EMA copy (required for ``teacher=ema``; the
+            student's ``encoder`` config).
+        seed: base seed of ``random`` selection; ``None`` = ``torch.initial_seed()`` at the
+            first training step.
+    """
+
+    def __init__(
+        self,
+        soft_share: float = 0.5,
+        selection: str = "random",
+        alpha_max: float = 0.5,
+        schedule: str = "linear",
+        ramp_end: float = 1.0,
+        ramp_start: float = 0.0,
+        teacher_temperature: float = 0.07,
+        use_student_scale: bool = True,
+        teacher: str = "self",
+        ema_decay: float = 0.999,
+        ema_encoder: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= float(soft_share) <= 1.0:
+            raise ValueError(f"objective.soft_share must be in [0, 1], got {soft_share}")
+        if selection not in SELECTIONS:
+            raise ValueError(f"objective.selection must be one of {SELECTIONS}, got {selection!r}")
+        if not 0.0 <= float(alpha_max) <= 1.0:
+            raise ValueError(
+                f"objective.alpha_max must be in [0, 1] (targets mix (1 - a) onehot + a "
+                f"softmax), got {alpha_max}"
+            )
+        if not float(teacher_temperature) > 0.0:
+            raise ValueError(
+                f"objective.teacher_temperature must be > 0, got {teacher_temperature}"
+            )
+        if teacher not in TEACHERS:
+            raise ValueError(f"objective.teacher must be one of {TEACHERS}, got {teacher!r}")
+        if not 0.0 <= float(ema_decay) < 1.0:
+            raise ValueError(f"objective.ema_decay must be in [0, 1), got {ema_decay}")
+        if schedule not in ("linear", "cosine", "constant"):
+            raise ValueError(
+                f"objective.schedule must be linear, cosine or constant, got {schedule!r}"
+            )
+        try:
+            self.ramp = WeightRamp(kind=schedule, max_value=float(alpha_max),
+                                   end=float(ramp_end), start=float(ramp_start))
+        except ValueError as err:
+            raise ValueError(f"objective.ramp_start/ramp_end: {err}") from err
+        self.soft_share = float(soft_share)
+        self.selection = selection
+        self.teacher_temperature = float(teacher_temperature)
+        self.use_student_scale = bool(use_student_scale)
+        self.teacher = teacher
+        self.ema_decay = float(ema_decay)
+        self.seed = None if seed is None else int(seed)
+        self.calls = 0  # training forward passes so far (saved in the state dict)
+        self.ema_initialized = False
+        self.ema_model: nn.Module | None = None
+        if teacher == "ema":
+            self.ema_model = self._build_ema(ema_encoder)
+
+    # -------------------------------------------------------------- EMA teacher
+    @staticmethod
+    def _build_ema(ema_encoder: Mapping[str, Any] | None) -> nn.Module:
+        if not ema_encoder:
+            raise ValueError(
+                "objective.teacher=ema needs objective.ema_encoder (the student's encoder "
+                "config; conf/objective/softalign.yaml sets it to ${encoder})"
+            )
+        from vlexp.encoders import ENCODERS
+
+        with torch.random.fork_rng(devices=[]):  # leave the global RNG stream untouched
+            model = ENCODERS.build(dict(ema_encoder))
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model.eval()
+
+    def train(self, mode: bool = True) -> SoftAlignObjective:
+        """Like ``nn.Module.train`` but keeps the EMA teacher in eval mode."""
+        super().train(mode)
+        if self.ema_model is not None:
+            self.ema_model.eval()
+        return self
+
+    @torch.no_grad()
+    def on_train_batch_end(self, module: nn.Module) -> None:
+        """Update the EMA teacher from ``module.model`` (or ``module`` itself)."""
+        if self.ema_model is None:
+            return
+        student = getattr(module, "model", module)
+        ema_params = dict(self.ema_model.named_parameters())
+        student_params = dict(student.named_parameters())
+        if not self.ema_initialized and ema_params.keys() != student_params.keys():
+            missing = sorted(ema_params.keys() ^ student_params.keys())[:5]
+            raise ValueError(
+                "objective.ema_encoder builds a model whose parameters differ from the "
+                f"student's (e.g. {missing}); set objective.ema_encoder to the student's "
+                "encoder config (${encoder})"
+            )
+        d = 0.0 if not self.ema_initialized else self.ema_decay
+        for name, p_ema in ema_params.items():
+            p_ema.lerp_(student_params[name].detach().to(p_ema.dtype), 1.0 - d)
+        student_buffers = dict(student.named_buffers())
+        for name, b_ema in self.ema_model.named_buffers():
+            if name in student_buffers:
+                b_ema.copy_(student_buffers[name])
+        self.ema_initialized = True
+
+    def _ema_embeddings(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        missing = [k for k in ("image", "input_ids") if k not in batch]
+        if missing:
+            raise KeyError(
+                f"objective.teacher=ema computes the teacher's embeddings from the batch and "
+                f"needs batch keys {missing}; use teacher=self for batches without them"
+            )
+        assert self.ema_model is not None
+        with torch.no_grad():
+            image = self.ema_model.encode_image(batch["image"])
+            text = self.ema_model.encode_text(batch["input_ids"], batch.get("attention_mask"))
+        return image.float(), text.float()
+
+    # ------------------------------------------------------------ state dict
+    def get_extra_state(self) -> dict[str, Any]:
+        """Selection seed, call count and whether the EMA teacher was initialised."""
+        return {"seed": self.seed, "calls": self.calls, "ema_initialized": self.ema_initialized}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore what :meth:`get_extra_state` saved."""
+        self.seed = None if state.get("seed") is None else int(state["seed"])
+        self.calls = int(state.get("calls", 0))
+        self.ema_initialized = bool(state.get("ema_initialized", False))
+
+    # -------------------------------------------------------------- selection
+    def _base_seed(self, device: torch.device) -> int:
+        if self.seed is None:
+            seed = torch.initial_seed() % (2**63)
+            if _world() > 1:  # every rank must draw the same rows
+                t = torch.tensor([seed], dtype=torch.long, device=device)
+                dist.broadcast(t, src=0)
+                seed = int(t.item())
+            self.seed = seed
+        return self.seed
+
+    def num_soft(self, global_batch: int) -> int:
+        """Rows of a global batch of ``global_batch`` pairs that get soft targets."""
+        return min(global_batch, int(math.floor(self.soft_share * global_batch + 0.5)))
+
+    def select(
+        self,
+        features: GatheredFeatures,
+        teacher_i2t: torch.Tensor,
+        teacher_t2i: torch.Tensor,
+    ) -> torch.Tensor:
+        """Local row indices (sorted) that get soft targets this step."""
+        b_local, b_global = features.image.shape[0], features.image_all.shape[0]
+        device = features.image.device
+        k = self.num_soft(b_global)
+        if k == 0:
+            return torch.zeros(0, dtype=torch.long, device=device)
+        if self.selection == "random":
+            seed = (self._base_seed(device) + _GOLDEN * (self.calls + 1)) % (2**64)
+            gen = torch.Generator().manual_seed(seed)
+            chosen = torch.randperm(b_global, generator=gen)[:k].to(device)
+        else:
+            labels = features.labels
+            conf = 0.5 * (
+                _positive_prob(teacher_i2t, labels) + _positive_prob(teacher_t2i, labels)
+            )
+            conf_all = gather_no_grad(conf)
+            chosen = torch.sort(conf_all, stable=True).indices[:k]
+        local = chosen - features.offset
+        local = local[(local >= 0) & (local < b_local)]
+        return torch.sort(local).values
+
+    # ---------------------------------------------------------------- forward
+    def teacher_logits(
+        self,
+        features: GatheredFeatures,
+        logit_scale: torch.Tensor,
+        logits_i2t: torch.Tensor,
+        logits_t2i: torch.Tensor,
+        batch: dict[str, Any],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Detached teacher logits of the local rows in both directions, ``(B_local, B_global)``."""
+        scale = logit_scale.detach().float()
+        if self.ema_model is not None and self.ema_initialized:
+            img, txt = self._ema_embeddings(batch)
+            img_all, txt_all = gather_no_grad(img), gather_no_grad(txt)
+            cos_i2t, cos_t2i = img @ txt_all.T, txt @ img_all.T
+            mult = scale if self.use_student_scale else 1.0 / self.teacher_temperature
+            return cos_i2t * mult, cos_t2i * mult
+        t_i2t, t_t2i = logits_i2t.detach().float(), logits_t2i.detach().float()
+        if self.use_student_scale:
+            return t_i2t, t_t2i
+        mult = 1.0 / (scale * self.teacher_temperature)
+        return t_i2t * mult, t_t2i * mult
+
+    def forward(
+        self,
+        features: GatheredFeatures,
+        logit_scale: torch.Tensor,
+        batch: dict[str, Any],
+        progress: float,
+    ) -> ObjectiveOutput:
+        alpha = self.ramp(progress)
+        logits_i2t, logits_t2i = local_logits(features, logit_scale)
+        labels = features.labels
+        t_i2t, t_t2i = self.teacher_logits(features, logit_scale, logits_i2t, logits_t2i, batch)
+        rows = self.select(features, t_i2t, t_t2i)
+        if self.training:
+            self.calls += 1
+        sel_labels = labels.index_select(0, rows)
+        parts: dict[str, torch.Tensor] = {}
+        entropies = []
+        for key, logits, t in (("i2t", logits_i2t, t_i2t), ("t2i", logits_t2i, t_t2i)):
+            t_rows = t.index_select(0, rows)
+            probs = torch.softmax(t_rows, dim=1)
+            parts[key] = soft_cross_entropy(logits, labels, rows, probs, alpha)
+            with torch.no_grad():
+                if rows.numel():
+                    full = soft_alignment_targets(t_rows, sel_labels, alpha)
+                    entropies.append(target_entropy(full))
+        loss = 0.5 * (parts["i2t"] + parts["t2i"])
+        b_global = features.image_all.shape[0]
+        device = loss.device
+        entropy = torch.cat(entropies).mean() if entropies else torch.zeros((), device=device)
+        return ObjectiveOutput(
+            loss,
+            {
+                "loss_i2t": parts["i2t"],
+                "loss_t2i": parts["t2i"],
+                "softalign_alpha": torch.tensor(alpha, device=device),
+                "soft_share": torch.tensor(self.num_soft(b_global) / b_global, device=device),
+                "target_entropy": entropy,
+            },
+        )
+
+    def extra_repr(self) -> str:
+        temp = "student scale" if self.use_student_scale else f"{self.teacher_temperature}"
+        return (
+            f"soft_share={self.soft_share}, selection={self.selection}, "
+            f"alpha_max={self.ramp.max_value}, schedule={self.ramp.kind}, "
+            f"ramp=[{self.ramp.start}, {self.ramp.end}], teacher={self.teacher}, "
+            f"teacher_temperature={temp}"
+            + (f", ema_decay={self.ema_decay}" if self.teacher == "ema" else "")
+        )
+
+
+def _positive_prob(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Softmax probability of each row's positive column (no gradient)."""
+    with torch.no_grad():
+        lse = torch.logsumexp(logits.float(), dim=1)
+        return torch.exp(logits.float().gather(1, positives[:, None]).squeeze(1) - lse)

@@ -1,0 +1,110 @@
+"""Hydra run/multirun glue: sweep names, failed jobs, rank-0-only logs, DDP relaunch.
+
+Everything here is about *how* ``vlexp.run.main`` is launched, not about training:
+the functions read Hydra's runtime config when Hydra runs the job and fall back to
+plain defaults when :func:`vlexp.run.train` is called directly (tests, notebooks).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+from omegaconf import DictConfig, open_dict, read_write
+
+log = logging.getLogger("vlexp")
+
+
+def hydra_cfg() -> DictConfig | None:
+    """Hydra's own config of the running job, or None outside a Hydra app."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get() if HydraConfig.initialized() else None
+    except (ImportError, ValueError):
+        return None
+
+
+def is_multirun() -> bool:
+    """True when this job is one of a Hydra multirun (``-m``, a sweeper, a launcher)."""
+    hc = hydra_cfg()
+    return hc is not None and str(hc.mode) in ("MULTIRUN", "RunMode.MULTIRUN")
+
+
+def sweep_name() -> str | None:
+    """``<task>/<sweep dir name>`` of a multirun (one wandb group per sweep), else None."""
+    hc = hydra_cfg()
+    if hc is None or not is_multirun():
+        return None
+    sweep_dir = Path(str(hc.sweep.dir))
+    return f"{sweep_dir.parent.name}/{sweep_dir.name}" if sweep_dir.parent.name else sweep_dir.name
+
+
+def experiment_name() -> str | None:
+    """The ``experiment=`` choice of this run, or None."""
+    hc = hydra_cfg()
+    if hc is None:
+        return None
+    choice = hc.runtime.choices.get("experiment")
+    return str(choice) if choice not in (None, "null") else None
+
+
+def run_group(cfg: DictConfig) -> str:
+    """Group of a run in experiment trackers.
+
+    ``logger.group`` when set, else the sweep (multirun directory), else the experiment,
+    else ``task_name``.
+    """
+    explicit = cfg.logger.get("group") if "logger" in cfg else None
+    return str(explicit or sweep_name() or experiment_name() or cfg.get("task_name", "train"))
+
+
+def record_failure(run_dir: Path, exc: BaseException) -> Path:
+    """Write ``error.txt`` (the traceback) in ``run_dir`` and close wandb with exit code 1."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "error.txt"
+    path.write_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.run.finish(exit_code=1)
+    except Exception as wandb_exc:  # never mask the job's own error
+        log.warning("could not close the wandb run: %s", wandb_exc)
+    return path
+
+
+def quiet_nonzero_rank(rank: int) -> None:
+    """On ranks other than 0, drop the file handlers Hydra attached to the root logger.
+
+    Rank 0 owns the run directory; other ranks still log to the console (stderr).
+    """
+    if rank == 0:
+        return
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+            handler.close()
+
+
+def prepare_ddp_relaunch() -> None:
+    """Make Lightning's per-rank relaunch of a multirun job re-run *that job only*.
+
+    With ``strategy=ddp`` outside SLURM, Lightning starts ranks 1.. by re-running
+    ``sys.argv`` plus ``hydra.run.dir=<HydraConfig.run.dir>``. In a multirun that command
+    would start the whole sweep again in a new timestamped directory. Here ``sys.argv``
+    becomes this job's own overrides and ``run.dir`` its output directory, so every rank
+    of job *k* runs job *k* in job *k*'s directory.
+    """
+    hc = hydra_cfg()
+    if hc is None or not is_multirun():
+        return
+    overrides = [str(o) for o in hc.overrides.task]
+    # hydra.mode=RUN: a preset such as hparams_search=... sets hydra.mode=MULTIRUN itself
+    sys.argv = [sys.argv[0], *overrides, "hydra.mode=RUN"]
+    with read_write(hc), open_dict(hc):
+        hc.run.dir = str(hc.runtime.output_dir)
