@@ -135,7 +135,7 @@ def test_missing_batch_keys_is_a_clear_error() -> None:
 
 # ----------------------------------------------------------------- Lightning resume
 class _Pairs(Dataset):
-    def __init__(self, model, n: int = 24) -> None:
+    def __init__(self, model, n: int = 16) -> None:
         g = torch.Generator().manual_seed(3)
         self.images = torch.randn(n, 3, 16, 16, generator=g)
         tok = model.tokenize([CAPTIONS[i % len(CAPTIONS)] + f" {i}" for i in range(n)])
@@ -168,7 +168,7 @@ def _module():
 
 
 def test_lightning_resume_restores_ema_schedule_and_selection(tmp_path) -> None:
-    """4 steps straight == 2 steps, checkpoint, 2 more steps resumed in a new module."""
+    """4 steps straight == 2 steps (one epoch), checkpoint, 2 more steps in a new module."""
     straight = _module()
     _fit(straight, tmp_path / "a", max_steps=4)
 

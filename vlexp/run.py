@@ -64,6 +64,7 @@ def build_components(cfg: DictConfig) -> tuple[VLModule, VLDataModule]:
                      if "model_opts" in cfg else None)
     objective = OBJECTIVES.build(
         OmegaConf.to_container(cfg.objective, resolve=True), embed_dim=model.embed_dim,
+        image_mean=model.image_mean, image_std=model.image_std,
     )
     module = VLModule(
         model, objective, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,

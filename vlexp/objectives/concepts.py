@@ -287,6 +287,8 @@ def load_or_compute_targets(
                 "created": time.time(),
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+            if final.exists():  # leftovers without meta.json: an unfinished old entry
+                shutil.rmtree(final)
             os.replace(tmp, final)
         finally:
             if tmp.exists():
