@@ -56,7 +56,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("name", ["clip", "hnnce"])
+@pytest.mark.parametrize("name", ["clip", "hnnce", "softalign"])
 def test_two_process_matches_single_process(name):
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()

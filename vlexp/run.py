@@ -31,7 +31,13 @@ from vlexp.objectives import OBJECTIVES
 from vlexp.report import metrics_rows, print_metrics_table
 from vlexp.samplers import SAMPLERS
 from vlexp.slurm import env_rank, resume_checkpoint
-from vlexp.sweep import is_multirun, prepare_ddp_relaunch, quiet_nonzero_rank, record_failure
+from vlexp.sweep import (
+    is_multirun,
+    isolated_job,
+    prepare_ddp_relaunch,
+    quiet_nonzero_rank,
+    record_failure,
+)
 
 log = logging.getLogger("vlexp")
 
@@ -157,23 +163,33 @@ def train(cfg: DictConfig) -> float | None:
     return monitored
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point: train, and in a sweep turn a crash into a recorded failure."""
-    torch.set_float32_matmul_precision("high")
+def run_guarded(cfg: DictConfig, multirun: bool) -> float | None:
+    """``train(cfg)``; on failure write ``error.txt`` and close wandb with exit code 1.
+
+    In a multirun the failure is logged and None returned (Optuna records the trial as
+    FAILED, the other jobs go on); a single run re-raises, so the command exits non-zero.
+    """
     rank = env_rank()
-    quiet_nonzero_rank(rank)  # only rank 0 writes the run directory's log file
-    prepare_ddp_relaunch()  # multirun + strategy=ddp: ranks re-run this job, not the sweep
     try:
-        return train(cfg)
+        with isolated_job():  # the next job of a multirun starts without DDP leftovers
+            prepare_ddp_relaunch()  # multirun + strategy=ddp: ranks re-run this job only
+            return train(cfg)
     except Exception as exc:
         run_dir = Path(cfg.paths.output_dir)
         if rank == 0:
             record_failure(run_dir, exc)
-        if not is_multirun():
+        if not multirun:
             raise
         log.exception("job failed; the sweep goes on (traceback in %s)", run_dir / "error.txt")
         return None
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point: train, and in a sweep turn a crash into a recorded failure."""
+    torch.set_float32_matmul_precision("high")
+    quiet_nonzero_rank(env_rank())  # only rank 0 writes the run directory's log file
+    return run_guarded(cfg, is_multirun())
 
 
 if __name__ == "__main__":

@@ -8,8 +8,11 @@ plain defaults when :func:`vlexp.run.train` is called directly (tests, notebooks
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig, open_dict, read_write
@@ -108,3 +111,30 @@ def prepare_ddp_relaunch() -> None:
     sys.argv = [sys.argv[0], *overrides, "hydra.mode=RUN"]
     with read_write(hc), open_dict(hc):
         hc.run.dir = str(hc.runtime.output_dir)
+
+
+@contextmanager
+def isolated_job() -> Iterator[None]:
+    """Run one job so that the next job of the same process starts clean.
+
+    A multirun with the basic launcher runs its jobs one after another in one process.
+    Lightning's DDP launcher leaves a process group and rank variables (``LOCAL_RANK``,
+    ``MASTER_PORT``, ...) behind, which would make the next job believe its processes
+    already exist. Afterwards this destroys the process group and restores the
+    environment and ``sys.argv`` as they were before the job.
+    """
+    env = dict(os.environ)
+    argv = list(sys.argv)
+    try:
+        yield
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for key in set(os.environ) - set(env):
+            del os.environ[key]
+        for key, value in env.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+        sys.argv = argv

@@ -24,6 +24,7 @@ def synthetic_splits(seed: int = 0, finegrained_k: int = 4, **knobs: Any) -> Dat
     """
     from vlexp.data.synthetic import build_synthetic, classification_class_names, prompt_templates
 
+    k = _check_k(finegrained_k)
     splits = build_synthetic(seed=seed, **knobs)
     names, templates = list(classification_class_names()), list(prompt_templates())
 
@@ -31,21 +32,24 @@ def synthetic_splits(seed: int = 0, finegrained_k: int = 4, **knobs: Any) -> Dat
         return EvalSet.from_pairs(name, splits[split], names, templates)
 
     test = [eval_set("synthetic", "test"), eval_set("compositional", "test_compositional")]
-    k = _check_k(finegrained_k)
     if k > 0 and len(splits["test"]) > 0:
         test.append(finegrained_set(splits["test"], k))
     return DataSplits(train=splits["train"], val=[eval_set("synthetic", "val")], test=test)
 
 
-# a one-object scene's detailed caption has (2-1) sizes + (8-1) colours + (3-1) textures
-_MAX_K = 10
+def _max_k() -> int:
+    """Counterfactuals of a one-object scene's detailed caption: one per other attribute value."""
+    from vlexp.data.synthetic.ontology import COLOUR_NAMES, SIZES, TEXTURES
+
+    return (len(SIZES) - 1) + (len(COLOUR_NAMES) - 1) + (len(TEXTURES) - 1)
 
 
 def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k <= _MAX_K:
+    top = _max_k()
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k <= top:
         raise ValueError(
-            f"data.source.finegrained_k={k!r} is invalid: it must be an integer in [0, {_MAX_K}] "
-            f"(a one-object scene has only {_MAX_K} counterfactual captions; 0 turns the set off)"
+            f"data.source.finegrained_k={k!r} is invalid: it must be an integer in [0, {top}] "
+            f"(a one-object scene has only {top} counterfactual captions; 0 turns the set off)"
         )
     return int(k)
 
@@ -55,6 +59,9 @@ def finegrained_set(source: Any, k: int) -> EvalSet:
     pairs = [source.fine_grained(i, k) for i in range(len(source))]
     base = EvalSet.from_pairs("finegrained", source)
     return dataclasses.replace(
-        base, captions=[true for true, _ in pairs], caption_image=np.arange(len(pairs)),
-        retrieval=False, distractors=[list(false) for _, false in pairs],
+        base,
+        captions=[true for true, _ in pairs],
+        caption_image=np.arange(len(pairs)),
+        retrieval=False,
+        distractors=[list(false) for _, false in pairs],
     )

@@ -1,0 +1,154 @@
+"""Training-step time of objective=softalign relative to objective=clip (same model, batch).
+
+    .venv/bin/python benchmarks/bench_softalign_step.py [--batch-size 128] [--rounds 40]
+        [--image-size 64] [--warmup 3] [--threads 0] [--ema] [--json out.json]
+
+One step = encode images and texts with the tiny two-tower model
+(``ENCODERS.build({"name": "tiny"})``), gather, objective, backward, AdamW step (what
+``VLModule.training_step`` plus the optimiser do). Every objective trains its own copy of
+the same initial model on the same random batch (``--batch-size`` images of
+``--image-size`` px and captions). The objectives run interleaved: every round times one
+step of each, in a rotating order, so load drifts on a shared machine hit all alike. Per
+round each objective's time is divided by clip's; the reported ratio is the median over
+rounds (the ratio of the fastest steps, ``ratio_min``, is reported too).
+
+Objectives timed (all at ``progress = 0.5``, so the distillation weight is non-zero):
+
+- ``clip``;
+- ``softalign``: the default config (random half of the batch, current model as teacher);
+- ``softalign_lc``: least-confident selection;
+- ``softalign_ema`` (with ``--ema``): the EMA teacher, which runs both towers once more
+  per step and is *expected* to cost more -- the paper's no-added-compute claim is about
+  the self teacher.
+
+Target: ``softalign`` / ``clip`` <= 1.05 on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlexp.encoders import ENCODERS
+from vlexp.objectives import OBJECTIVES
+from vlexp.objectives.distributed import gather_features
+
+WORDS = ["a", "the", "red", "blue", "green", "small", "large", "circle", "square",
+         "triangle", "star", "left", "of", "above", "next", "to", "chasing"]
+TARGET_RATIO = 1.05
+
+
+def make_batch(model: Any, batch_size: int, image_size: int, seed: int = 0) -> dict[str, Any]:
+    """A random batch of images and tokenised random captions."""
+    g = torch.Generator().manual_seed(seed)
+    caps = [" ".join(WORDS[int(i)] for i in torch.randint(len(WORDS), (8,), generator=g))
+            for _ in range(batch_size)]
+    return {"image": torch.randn(batch_size, 3, image_size, image_size, generator=g),
+            **model.tokenize(caps), "index": torch.arange(batch_size)}
+
+
+def build_objectives(encoder_cfg: dict[str, Any], with_ema: bool) -> dict[str, Any]:
+    """The objectives to time, by name."""
+    objs = {
+        "clip": OBJECTIVES.build("clip"),
+        "softalign": OBJECTIVES.build("softalign"),
+        "softalign_lc": OBJECTIVES.build({"name": "softalign", "selection": "least_confident"}),
+    }
+    if with_ema:
+        objs["softalign_ema"] = OBJECTIVES.build(
+            {"name": "softalign", "teacher": "ema", "ema_encoder": encoder_cfg}
+        )
+    return objs
+
+
+def train_step(model: Any, objective: Any, opt: torch.optim.Optimizer, batch: dict) -> float:
+    """One full training step; returns the loss."""
+    image = model.encode_image(batch["image"])
+    text = model.encode_text(batch["input_ids"], batch["attention_mask"])
+    out = objective(gather_features(image, text), model.logit_scale(), batch, 0.5)
+    opt.zero_grad(set_to_none=True)
+    out.loss.backward()
+    opt.step()
+    objective.on_train_batch_end(model)
+    return out.loss.item()
+
+
+def run(batch_size: int, rounds: int, image_size: int, warmup: int,
+        with_ema: bool = False) -> dict[str, Any]:
+    """Median step times per objective and median per-round ratios to clip."""
+    encoder_cfg = {"name": "tiny", "image_size": image_size}
+    torch.manual_seed(0)
+    base = ENCODERS.build(encoder_cfg)
+    objs = build_objectives(encoder_cfg, with_ema)
+    runs = {}
+    for name, obj in objs.items():
+        model = copy.deepcopy(base).train()
+        obj.train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        runs[name] = (model, obj, opt)
+    batch = make_batch(base, batch_size, image_size)
+    for model, obj, opt in runs.values():
+        for _ in range(warmup):
+            train_step(model, obj, opt, batch)
+    names = list(runs)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            model, obj, opt = runs[name]
+            start = time.perf_counter()
+            train_step(model, obj, opt, batch)
+            times[name].append(time.perf_counter() - start)
+    others = [n for n in names if n != "clip"]
+    return {
+        "batch_size": batch_size,
+        "image_size": image_size,
+        "rounds": rounds,
+        "threads": torch.get_num_threads(),
+        "median_step_s": {n: statistics.median(v) for n, v in times.items()},
+        "ratio_to_clip": {n: statistics.median(t / c for t, c in zip(times[n], times["clip"]))
+                          for n in others},
+        "ratio_min": {n: min(times[n]) / min(times["clip"]) for n in others},
+        "per_round_s": times,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command line entry point; prints the table and returns the results."""
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--ema", action="store_true", help="also time the EMA teacher")
+    p.add_argument("--json", type=str, default=None, help="write the results here")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    res = run(args.batch_size, args.rounds, args.image_size, args.warmup, args.ema)
+    print(f"batch {res['batch_size']} x {res['image_size']} px, {res['rounds']} interleaved "
+          f"rounds, {res['threads']} threads")
+    for name, t in res["median_step_s"].items():
+        ratio = res["ratio_to_clip"].get(name, 1.0)
+        rmin = res["ratio_min"].get(name, 1.0)
+        print(f"  {name:14s} {1000 * t:8.1f} ms/step   ratio to clip {ratio:.3f} "
+              f"(median of per-round ratios; fastest-step ratio {rmin:.3f})")
+    verdict = "meets" if res["ratio_to_clip"]["softalign"] <= TARGET_RATIO else "MISSES"
+    print(f"softalign {verdict} the target ratio <= {TARGET_RATIO}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    return res
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
