@@ -41,18 +41,40 @@ from vlexp.encoders import ENCODERS
 from vlexp.objectives import OBJECTIVES
 from vlexp.objectives.distributed import gather_features
 
-WORDS = ["a", "the", "red", "blue", "green", "small", "large", "circle", "square",
-         "triangle", "star", "left", "of", "above", "next", "to", "chasing"]
+WORDS = [
+    "a",
+    "the",
+    "red",
+    "blue",
+    "green",
+    "small",
+    "large",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "left",
+    "of",
+    "above",
+    "next",
+    "to",
+    "chasing",
+]
 TARGET_RATIO = 1.05
 
 
 def make_batch(model: Any, batch_size: int, image_size: int, seed: int = 0) -> dict[str, Any]:
     """A random batch of images and tokenised random captions."""
     g = torch.Generator().manual_seed(seed)
-    caps = [" ".join(WORDS[int(i)] for i in torch.randint(len(WORDS), (8,), generator=g))
-            for _ in range(batch_size)]
-    return {"image": torch.randn(batch_size, 3, image_size, image_size, generator=g),
-            **model.tokenize(caps), "index": torch.arange(batch_size)}
+    caps = [
+        " ".join(WORDS[int(i)] for i in torch.randint(len(WORDS), (8,), generator=g))
+        for _ in range(batch_size)
+    ]
+    return {
+        "image": torch.randn(batch_size, 3, image_size, image_size, generator=g),
+        **model.tokenize(caps),
+        "index": torch.arange(batch_size),
+    }
 
 
 def build_objectives(encoder_cfg: dict[str, Any], with_ema: bool) -> dict[str, Any]:
@@ -81,8 +103,9 @@ def train_step(model: Any, objective: Any, opt: torch.optim.Optimizer, batch: di
     return out.loss.item()
 
 
-def run(batch_size: int, rounds: int, image_size: int, warmup: int,
-        with_ema: bool = False) -> dict[str, Any]:
+def run(
+    batch_size: int, rounds: int, image_size: int, warmup: int, with_ema: bool = False
+) -> dict[str, Any]:
     """Median step times per objective and median per-round ratios to clip."""
     encoder_cfg = {"name": "tiny", "image_size": image_size}
     torch.manual_seed(0)
@@ -101,7 +124,7 @@ def run(batch_size: int, rounds: int, image_size: int, warmup: int,
     names = list(runs)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             model, obj, opt = runs[name]
             start = time.perf_counter()
@@ -114,8 +137,9 @@ def run(batch_size: int, rounds: int, image_size: int, warmup: int,
         "rounds": rounds,
         "threads": torch.get_num_threads(),
         "median_step_s": {n: statistics.median(v) for n, v in times.items()},
-        "ratio_to_clip": {n: statistics.median(t / c for t, c in zip(times[n], times["clip"]))
-                          for n in others},
+        "ratio_to_clip": {
+            n: statistics.median(t / c for t, c in zip(times[n], times["clip"])) for n in others
+        },
         "ratio_min": {n: min(times[n]) / min(times["clip"]) for n in others},
         "per_round_s": times,
     }
@@ -123,8 +147,7 @@ def run(batch_size: int, rounds: int, image_size: int, warmup: int,
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line entry point; prints the table and returns the results."""
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--rounds", type=int, default=40)
@@ -136,13 +159,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     res = run(args.batch_size, args.rounds, args.image_size, args.warmup, args.ema)
-    print(f"batch {res['batch_size']} x {res['image_size']} px, {res['rounds']} interleaved "
-          f"rounds, {res['threads']} threads")
+    print(
+        f"batch {res['batch_size']} x {res['image_size']} px, {res['rounds']} interleaved "
+        f"rounds, {res['threads']} threads"
+    )
     for name, t in res["median_step_s"].items():
         ratio = res["ratio_to_clip"].get(name, 1.0)
         rmin = res["ratio_min"].get(name, 1.0)
-        print(f"  {name:14s} {1000 * t:8.1f} ms/step   ratio to clip {ratio:.3f} "
-              f"(median of per-round ratios; fastest-step ratio {rmin:.3f})")
+        print(
+            f"  {name:14s} {1000 * t:8.1f} ms/step   ratio to clip {ratio:.3f} "
+            f"(median of per-round ratios; fastest-step ratio {rmin:.3f})"
+        )
     verdict = "meets" if res["ratio_to_clip"]["softalign"] <= TARGET_RATIO else "MISSES"
     print(f"softalign {verdict} the target ratio <= {TARGET_RATIO}")
     if args.json:

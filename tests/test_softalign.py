@@ -58,9 +58,14 @@ def _dense_reference(img, txt, scale, alpha, rows, teacher_scale=None, const_tar
 
 
 # ------------------------------------------------------------------- alpha = 0 limit
-@pytest.mark.parametrize("kw", [{"alpha_max": 0.0, "soft_share": 1.0},
-                                {"alpha_max": 0.0, "selection": "least_confident"},
-                                {"alpha_max": 0.9, "ramp_end": 0.5}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"alpha_max": 0.0, "soft_share": 1.0},
+        {"alpha_max": 0.0, "selection": "least_confident"},
+        {"alpha_max": 0.9, "ramp_end": 0.5},
+    ],
+)
 def test_alpha_zero_is_exactly_clip(kw) -> None:
     img, txt = _features(grad=True)
     scale = torch.tensor(SCALE)
@@ -97,8 +102,13 @@ def test_all_rows_soft_matches_dense_formula(alpha: float) -> None:
 
 def test_teacher_temperature_matches_dense_formula() -> None:
     img, txt = _features(b=8, seed=4)
-    obj = _build(alpha_max=0.6, soft_share=1.0, schedule="constant",
-                 use_student_scale=False, teacher_temperature=0.25)
+    obj = _build(
+        alpha_max=0.6,
+        soft_share=1.0,
+        schedule="constant",
+        use_student_scale=False,
+        teacher_temperature=0.25,
+    )
     out = obj(gather_features(img, txt), torch.tensor(10.0), {}, 0.0)
     ref = _dense_reference(img, txt, 10.0, 0.6, rows=set(range(8)), teacher_scale=4.0)
     torch.testing.assert_close(out.loss, ref, rtol=1e-5, atol=1e-6)
@@ -113,8 +123,7 @@ def test_least_confident_rows_match_dense_formula() -> None:
     conf = 0.5 * (torch.softmax(s, 1).diagonal() + torch.softmax(s.T, 1).diagonal())
     expected = set(torch.argsort(conf)[:3].tolist())
     assert {2, 7} <= expected
-    obj = _build(alpha_max=0.4, soft_share=0.3, selection="least_confident",
-                 schedule="constant")
+    obj = _build(alpha_max=0.4, soft_share=0.3, selection="least_confident", schedule="constant")
     feats = gather_features(img, txt)
     t = (s.detach(), s.T.detach())
     assert set(obj.select(feats, *t).tolist()) == expected
@@ -159,14 +168,16 @@ def test_no_gradient_through_targets() -> None:
     loss = obj(gather_features(img, txt), scale, {}, 0.0).loss
     grads = torch.autograd.grad(loss, (img, txt, scale))
     # reference: targets computed separately as constants
-    ref = _dense_reference(img, txt, scale, 0.7, rows=set(range(8)),
-                           teacher_scale=scale.detach(), const_targets=True)
+    ref = _dense_reference(
+        img, txt, scale, 0.7, rows=set(range(8)), teacher_scale=scale.detach(), const_targets=True
+    )
     ref_grads = torch.autograd.grad(ref, (img, txt, scale))
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     # the test can tell: letting gradients flow through the targets changes them
-    leaky = _dense_reference(img, txt, scale, 0.7, rows=set(range(8)), teacher_scale=scale,
-                             const_targets=False)
+    leaky = _dense_reference(
+        img, txt, scale, 0.7, rows=set(range(8)), teacher_scale=scale, const_targets=False
+    )
     leaky_grads = torch.autograd.grad(leaky, (img, txt, scale))
     assert (grads[0] - leaky_grads[0]).abs().max() > 1e-4
 
@@ -242,8 +253,13 @@ def test_components_and_schedule_position() -> None:
     obj = _build(alpha_max=0.6, soft_share=0.3, ramp_end=0.5)
     for progress, alpha in ((0.0, 0.0), (0.25, 0.3), (0.5, 0.6), (0.9, 0.6)):
         out = obj(gather_features(img, txt), torch.tensor(SCALE), {}, progress)
-        assert set(out.components) == {"loss_i2t", "loss_t2i", "softalign_alpha",
-                                       "soft_share", "target_entropy"}
+        assert set(out.components) == {
+            "loss_i2t",
+            "loss_t2i",
+            "softalign_alpha",
+            "soft_share",
+            "target_entropy",
+        }
         assert float(out.components["softalign_alpha"]) == pytest.approx(alpha)
         assert float(out.components["soft_share"]) == pytest.approx(0.3)
         torch.testing.assert_close(

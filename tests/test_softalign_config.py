@@ -23,8 +23,11 @@ def test_objective_yaml_names_every_option(make_cfg) -> None:
     assert isinstance(obj, SoftAlignObjective)
     assert obj.teacher == "self" and obj.ema_model is None
     # the defaults in the yaml are the constructor's defaults (one source of truth)
-    defaults = {k: p.default for k, p in inspect.signature(SoftAlignObjective.__init__)
-                .parameters.items() if k not in ("self", "ema_encoder")}
+    defaults = {
+        k: p.default
+        for k, p in inspect.signature(SoftAlignObjective.__init__).parameters.items()
+        if k not in ("self", "ema_encoder")
+    }
     assert {k: cfg.objective[k] for k in defaults} == defaults
 
 
@@ -39,8 +42,14 @@ def test_experiment_selects_softalign_with_noise(make_cfg) -> None:
 
 
 def test_ema_teacher_from_config_mirrors_the_encoder(make_cfg) -> None:
-    cfg = make_cfg(["objective=softalign", "objective.teacher=ema", "encoder.vision_depth=1",
-                    "encoder.text_depth=1"])
+    cfg = make_cfg(
+        [
+            "objective=softalign",
+            "objective.teacher=ema",
+            "encoder.vision_depth=1",
+            "encoder.text_depth=1",
+        ]
+    )
     obj = _build(cfg)
     assert obj.ema_model is not None
     assert obj.ema_model.image_size == cfg.data.source.image_size

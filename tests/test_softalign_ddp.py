@@ -17,19 +17,46 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 B_LOCAL, D_IN = 6, 10
-TINY = {"name": "tiny", "vision_depth": 1, "text_depth": 1, "vision_width": 32,
-        "text_width": 32, "embed_dim": 16, "image_size": 16, "patch_size": 8,
-        "vision_heads": 2, "text_heads": 2, "context_length": 12}
+TINY = {
+    "name": "tiny",
+    "vision_depth": 1,
+    "text_depth": 1,
+    "vision_width": 32,
+    "text_width": 32,
+    "embed_dim": 16,
+    "image_size": 16,
+    "patch_size": 8,
+    "vision_heads": 2,
+    "text_heads": 2,
+    "context_length": 12,
+}
 
 CONFIGS = {
-    "least_confident": {"selection": "least_confident", "soft_share": 0.4,
-                        "schedule": "cosine", "ramp_end": 0.8, "alpha_max": 0.7,
-                        "use_student_scale": False, "teacher_temperature": 0.1},
-    "ema_random": {"teacher": "ema", "ema_encoder": TINY, "soft_share": 0.3,
-                   "alpha_max": 0.6, "schedule": "constant", "seed": 4},
-    "ema_least_confident": {"teacher": "ema", "ema_encoder": TINY, "soft_share": 0.5,
-                            "selection": "least_confident", "alpha_max": 0.8,
-                            "schedule": "constant"},
+    "least_confident": {
+        "selection": "least_confident",
+        "soft_share": 0.4,
+        "schedule": "cosine",
+        "ramp_end": 0.8,
+        "alpha_max": 0.7,
+        "use_student_scale": False,
+        "teacher_temperature": 0.1,
+    },
+    "ema_random": {
+        "teacher": "ema",
+        "ema_encoder": TINY,
+        "soft_share": 0.3,
+        "alpha_max": 0.6,
+        "schedule": "constant",
+        "seed": 4,
+    },
+    "ema_least_confident": {
+        "teacher": "ema",
+        "ema_encoder": TINY,
+        "soft_share": 0.5,
+        "selection": "least_confident",
+        "alpha_max": 0.8,
+        "schedule": "constant",
+    },
 }
 
 
@@ -37,9 +64,11 @@ def _inputs():
     g = torch.Generator().manual_seed(0)
     n = 2 * B_LOCAL
     x_img, x_txt = torch.randn(n, D_IN, generator=g), torch.randn(n, D_IN, generator=g)
-    batch = {"image": torch.randn(n, 3, 16, 16, generator=g),
-             "input_ids": torch.randint(1, 1000, (n, 12), generator=g),
-             "attention_mask": torch.ones(n, 12, dtype=torch.long)}
+    batch = {
+        "image": torch.randn(n, 3, 16, 16, generator=g),
+        "input_ids": torch.randint(1, 1000, (n, 12), generator=g),
+        "attention_mask": torch.ones(n, 12, dtype=torch.long),
+    }
     return x_img, x_txt, batch
 
 

@@ -12,16 +12,40 @@ from vlexp.module import VLModule
 from vlexp.objectives import OBJECTIVES
 from vlexp.objectives.distributed import gather_features
 
-TINY = {"name": "tiny", "vision_depth": 1, "text_depth": 1, "vision_width": 32,
-        "text_width": 32, "embed_dim": 16, "image_size": 16, "patch_size": 8,
-        "vision_heads": 2, "text_heads": 2, "context_length": 12}
-CAPTIONS = ["a red circle", "two blue squares", "a green triangle left of a circle",
-            "a small yellow star", "three purple circles", "an orange square above a star"]
+TINY = {
+    "name": "tiny",
+    "vision_depth": 1,
+    "text_depth": 1,
+    "vision_width": 32,
+    "text_width": 32,
+    "embed_dim": 16,
+    "image_size": 16,
+    "patch_size": 8,
+    "vision_heads": 2,
+    "text_heads": 2,
+    "context_length": 12,
+}
+CAPTIONS = [
+    "a red circle",
+    "two blue squares",
+    "a green triangle left of a circle",
+    "a small yellow star",
+    "three purple circles",
+    "an orange square above a star",
+]
 
 
 def _objective(**kw):
-    return OBJECTIVES.build({"name": "softalign", "teacher": "ema", "ema_encoder": TINY,
-                             "soft_share": 1.0, "schedule": "constant", **kw})
+    return OBJECTIVES.build(
+        {
+            "name": "softalign",
+            "teacher": "ema",
+            "ema_encoder": TINY,
+            "soft_share": 1.0,
+            "schedule": "constant",
+            **kw,
+        }
+    )
 
 
 def _student(seed: int = 0):
@@ -37,8 +61,10 @@ def _batch(model, n: int = 6, seed: int = 0) -> dict:
 
 def _embed(model, batch):
     with torch.no_grad():
-        return (model.encode_image(batch["image"]),
-                model.encode_text(batch["input_ids"], batch["attention_mask"]))
+        return (
+            model.encode_image(batch["image"]),
+            model.encode_text(batch["input_ids"], batch["attention_mask"]),
+        )
 
 
 def test_ema_updates_follow_the_formula() -> None:
@@ -98,15 +124,18 @@ def test_ema_state_is_saved_and_restored() -> None:
     assert not fresh.ema_initialized
     fresh.load_state_dict(state)
     assert fresh.ema_initialized
-    for (n, a), (_, b) in zip(obj.ema_model.state_dict().items(),
-                              fresh.ema_model.state_dict().items()):
+    for (n, a), (_, b) in zip(
+        obj.ema_model.state_dict().items(), fresh.ema_model.state_dict().items()
+    ):
         assert torch.equal(a, b), n
     batch = _batch(student)
     img, txt = _embed(student, batch)
     feats, scale = gather_features(img, txt), torch.tensor(5.0)
     s = scale * img @ txt.T
-    for x, y in zip(obj.teacher_logits(feats, scale, s, s.T, batch),
-                    fresh.teacher_logits(feats, scale, s, s.T, batch)):
+    for x, y in zip(
+        obj.teacher_logits(feats, scale, s, s.T, batch),
+        fresh.teacher_logits(feats, scale, s, s.T, batch),
+    ):
         assert torch.equal(x, y)
 
 
@@ -143,8 +172,12 @@ class _Pairs(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> dict:
-        return {"image": self.images[i], "input_ids": self.ids[i],
-                "attention_mask": self.mask[i], "index": i}
+        return {
+            "image": self.images[i],
+            "input_ids": self.ids[i],
+            "attention_mask": self.mask[i],
+            "index": i,
+        }
 
 
 class _StopAt(L.Callback):
@@ -168,16 +201,24 @@ class _Alphas(L.Callback):
         self.values.append(module.objective.ramp(module.progress()))
 
 
-def _fit(module, ckpt_dir, max_steps: int, ckpt_path: str | None = None,
-         stop_at: int | None = None):
+def _fit(
+    module, ckpt_dir, max_steps: int, ckpt_path: str | None = None, stop_at: int | None = None
+):
     L.seed_everything(0)
     alphas = _Alphas()
     data = DataLoader(_Pairs(module.model), batch_size=8, shuffle=False)
-    trainer = L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False,
-                        enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, default_root_dir=str(ckpt_dir),
-                        limit_val_batches=0, num_sanity_val_steps=0,
-                        callbacks=[alphas] + ([_StopAt(stop_at)] if stop_at else []))
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(ckpt_dir),
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[alphas] + ([_StopAt(stop_at)] if stop_at else []),
+    )
     trainer.fit(module, train_dataloaders=data, ckpt_path=ckpt_path)
     trainer.alphas = alphas.values
     return trainer
@@ -185,8 +226,9 @@ def _fit(module, ckpt_dir, max_steps: int, ckpt_path: str | None = None,
 
 def _module():
     student = _student(5)
-    obj = _objective(ema_decay=0.5, soft_share=0.5, schedule="linear", alpha_max=0.5,
-                     ramp_end=0.5, seed=13)
+    obj = _objective(
+        ema_decay=0.5, soft_share=0.5, schedule="linear", alpha_max=0.5, ramp_end=0.5, seed=13
+    )
     return VLModule(student, obj, lr=1e-2, warmup_steps=1)
 
 

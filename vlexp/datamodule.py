@@ -12,9 +12,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from vlexp.data.file_sources import bad_sample_report, check_streaming_setup, is_streaming
 from vlexp.data.pipeline import ImageCollator, PairCollator, image_transform
 from vlexp.data.sources import DATASETS, DataSplits
 from vlexp.data.types import Subset
+from vlexp.eval.datasets import build_extra_eval_sets
 from vlexp.eval.sets import EvalSet
 from vlexp.filters import FILTERS, FilterReport
 from vlexp.samplers import SAMPLERS, PlannedBatchSampler
@@ -41,7 +43,13 @@ class VLDataModule(L.LightningDataModule):
     """Builds the configured data source, filters the training pairs, plans batches.
 
     ``tokenize`` and the image preprocessing come from the model (its tokenizer and
-    image size/mean/std), so any encoder works with any source.
+    image size/mean/std), so any encoder works with any source. ``extra_eval_sets``
+    (``cfg.eval.extra_sets``) adds COCO / Flickr30k / ImageNet-folder sets to the
+    source's val/test sets (:func:`vlexp.eval.datasets.build_extra_eval_sets`).
+
+    A streaming source (an ``IterableDataset``, ``data=webdataset``) is batched by a plain
+    ``DataLoader``: the reader splits shards by rank and worker itself, only
+    ``sampler=random`` and ``filter=none`` apply (checked in :meth:`setup`).
     """
 
     def __init__(
@@ -55,6 +63,7 @@ class VLDataModule(L.LightningDataModule):
         image_std: tuple[float, ...],
         seed: int = 0,
         total_steps: int | None = None,
+        extra_eval_sets: Any = None,
     ) -> None:
         super().__init__()
         self.data_cfg = _plain(data)
@@ -62,6 +71,7 @@ class VLDataModule(L.LightningDataModule):
         self.filter_cfg = _plain(filter)
         self.seed = seed
         self.total_steps = total_steps
+        self.extra_eval_sets = _plain(extra_eval_sets) if extra_eval_sets else None
         self.train_collate = PairCollator(
             image_transform(image_size, image_mean, image_std, True,
                             self.data_cfg.get("train_crop_scale", (0.9, 1.0))),
@@ -73,13 +83,21 @@ class VLDataModule(L.LightningDataModule):
         self.filter_report: FilterReport | None = None
         self.train_sampler: PlannedBatchSampler | None = None
         self._pending_sampler_state: dict[str, Any] | None = None
+        self._stream: Any = None  # the rank-bound stream of a streaming source
 
     # ---------------------------------------------------------------- setup
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
-        self.splits = DATASETS.build(self.data_cfg["source"], seed=self.seed)
-        self.train_set = self._filtered(self.splits.train)
+        extra = build_extra_eval_sets(self.extra_eval_sets)  # paths checked before training
+        splits = DATASETS.build(self.data_cfg["source"], seed=self.seed)
+        splits.val, splits.test = splits.val + extra["val"], splits.test + extra["test"]
+        if is_streaming(splits.train):
+            check_streaming_setup(splits.train, self.sampler_cfg, self.filter_cfg, self.total_steps)
+            self.train_set = splits.train
+        else:
+            self.train_set = self._filtered(splits.train)
+        self.splits = splits
 
     def _filtered(self, source: Any) -> Any:
         flt = FILTERS.build(self.filter_cfg)
@@ -133,7 +151,25 @@ class VLDataModule(L.LightningDataModule):
             total_steps=self.total_steps,
         )
 
+    def _stream_loader(self) -> DataLoader:
+        rank, world = self._rank_world()
+        if world > 1 and not self.train_set.resampled:
+            raise ValueError(
+                f"{world} ranks read a non-resampled stream: ranks would get different numbers "
+                "of batches and DDP would hang. Set data.source.resampled=true (and "
+                "data.source.samples_per_epoch) so every rank yields the same batches."
+            )
+        bs = int(self.data_cfg["batch_size"])
+        self._stream = self.train_set.for_rank(rank, world, bs)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            self._stream.set_epoch(trainer.current_epoch)
+        return DataLoader(self._stream, batch_size=bs, collate_fn=self.train_collate,
+                          drop_last=True, **self._loader_kwargs())
+
     def train_dataloader(self) -> DataLoader:
+        if is_streaming(self.train_set):
+            return self._stream_loader()
         self.train_sampler = self.build_train_sampler()
         if self._pending_sampler_state is not None:
             self.train_sampler.load_state_dict(self._pending_sampler_state)
@@ -170,6 +206,27 @@ class VLDataModule(L.LightningDataModule):
     def test_sets(self) -> list[EvalSet]:
         assert self.splits is not None, "call setup() first"
         return self.splits.test
+
+    @property
+    def bad_samples(self) -> dict[str, Any]:
+        """Skipped/altered record counts per split, e.g. ``{"train": {"read": {...},
+        "index_pass": {...}}, "val/heldout": {...}}`` (readers that keep counts only).
+
+        Counts are those of this process: table checks and index passes always, decoding
+        only when ``num_workers=0`` (each DataLoader worker logs its own summary).
+        """
+        if self.splits is None:
+            return {}
+        out: dict[str, Any] = {}
+        train = bad_sample_report(self._stream if self._stream is not None else self.train_set)
+        if train:
+            out["train"] = train
+        for stage, sets in (("val", self.splits.val), ("test", self.splits.test)):
+            for s in sets:
+                rep = bad_sample_report(getattr(s.images, "source", None))
+                if rep:
+                    out[f"{stage}/{s.name}"] = rep
+        return out
 
     # ---------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:

@@ -290,3 +290,9 @@ def export_webdataset(
     vocab.save(out / "classes.json")
     log.info("exported %d pairs as %d shards to %s", n, len(shards), out)
     return shards
+
+
+if __name__ == "__main__":  # python -m vlexp.data.export --help
+    from vlexp.data.export_cli import main
+
+    main()

@@ -22,3 +22,4 @@ DATASETS: Registry[DataSplits] = Registry("data source", config_group="data.sour
 
 
 from vlexp.data import synthetic_source  # noqa: E402,F401  (registration)
+from vlexp.data import file_sources  # noqa: E402,F401  (registration: csv, webdataset, wds_indexed)

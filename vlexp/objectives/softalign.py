@@ -81,6 +81,19 @@ _GOLDEN = 0x9E3779B97F4A7C15  # mixes the call count into the selection seed
 
 
 # ----------------------------------------------------------------------------- pieces
+def mix_targets(teacher_probs: torch.Tensor, positives: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Dense targets ``(1 - alpha) onehot(positives) + alpha teacher_probs`` (no gradient).
+
+    ``teacher_probs`` is ``(k, N)`` (rows summing to 1), ``positives`` the ``k`` target
+    columns; the rows are probability distributions for ``0 <= alpha <= 1``.
+    """
+    with torch.no_grad():
+        targets = alpha * teacher_probs.float()
+        rows = torch.arange(targets.shape[0], device=targets.device)
+        targets[rows, positives] += 1.0 - alpha
+    return targets
+
+
 def soft_alignment_targets(
     teacher_logits: torch.Tensor, positives: torch.Tensor, alpha: float
 ) -> torch.Tensor:
@@ -90,10 +103,7 @@ def soft_alignment_targets(
     without gradient; rows are probability distributions for ``0 <= alpha <= 1``.
     """
     with torch.no_grad():
-        targets = alpha * torch.softmax(teacher_logits.float(), dim=1)
-        rows = torch.arange(targets.shape[0], device=targets.device)
-        targets[rows, positives] += 1.0 - alpha
-    return targets
+        return mix_targets(torch.softmax(teacher_logits.float(), dim=1), positives, alpha)
 
 
 def soft_cross_entropy(
@@ -136,8 +146,9 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
 
 
 def target_entropy(targets: torch.Tensor) -> torch.Tensor:
-    """Entropy in nats of each row of ``targets`` (``0 log 0 = 0``)."""
-    return -torch.special.xlogy(targets, targets).sum(1)
+    """Entropy in nats of each row of ``targets`` (``0 log 0 = 0``; no gradient)."""
+    with torch.no_grad():
+        return -torch.special.xlogy(targets, targets).sum(1)
 
 
 # ------------------------------------------------------------------------- objective
@@ -202,8 +213,12 @@ class SoftAlignObjective(Objective):
                 f"objective.schedule must be linear, cosine or constant, got {schedule!r}"
             )
         try:
-            self.ramp = WeightRamp(kind=schedule, max_value=float(alpha_max),
-                                   end=float(ramp_end), start=float(ramp_start))
+            self.ramp = WeightRamp(
+                kind=schedule,
+                max_value=float(alpha_max),
+                end=float(ramp_end),
+                start=float(ramp_start),
+            )
         except ValueError as err:
             raise ValueError(f"objective.ramp_start/ramp_end: {err}") from err
         self.soft_share = float(soft_share)
@@ -323,9 +338,7 @@ class SoftAlignObjective(Objective):
             chosen = torch.randperm(b_global, generator=gen)[:k].to(device)
         else:
             labels = features.labels
-            conf = 0.5 * (
-                _positive_prob(teacher_i2t, labels) + _positive_prob(teacher_t2i, labels)
-            )
+            conf = 0.5 * (_positive_prob(teacher_i2t, labels) + _positive_prob(teacher_t2i, labels))
             conf_all = gather_no_grad(conf)
             chosen = torch.sort(conf_all, stable=True).indices[:k]
         local = chosen - features.offset
@@ -376,10 +389,8 @@ class SoftAlignObjective(Objective):
             t_rows = t.index_select(0, rows)
             probs = torch.softmax(t_rows, dim=1)
             parts[key] = soft_cross_entropy(logits, labels, rows, probs, alpha)
-            with torch.no_grad():
-                if rows.numel():
-                    full = soft_alignment_targets(t_rows, sel_labels, alpha)
-                    entropies.append(target_entropy(full))
+            if rows.numel():
+                entropies.append(target_entropy(mix_targets(probs, sel_labels, alpha)))
         loss = 0.5 * (parts["i2t"] + parts["t2i"])
         b_global = features.image_all.shape[0]
         device = loss.device

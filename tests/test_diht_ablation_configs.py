@@ -1,0 +1,120 @@
+"""Every row of the DiHT ablation (experiments/diht_ablation) composes and runs (debug=fast).
+
+The override sets come from ``experiments/diht_ablation/ablation.py``, the same module
+``run.sh`` uses, with the ablation's data knobs; ``debug=fast`` then shrinks the data and
+runs one training batch and one eval batch (Lightning ``fast_dev_run``). The teacher is
+an untrained synthetic teacher (the rows only need its file format).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+
+import pytest
+import torch
+
+from experiments.diht_ablation.ablation import (
+    DATA_KNOBS,
+    ROW_NAMES,
+    job_overrides,
+    row_overrides,
+)
+from tests.conftest import compose_cfg
+from vlexp.filters.cat import DEFAULT_SPACY_MODEL
+from vlexp.run import train
+from vlexp.teachers import SmallCNN, save_synthetic_teacher
+
+
+def _cat_available() -> bool:
+    """spaCy with the default English model, and the Tesseract binary, are installed."""
+    return (
+        importlib.util.find_spec("spacy") is not None
+        and importlib.util.find_spec(DEFAULT_SPACY_MODEL) is not None
+        and shutil.which("tesseract") is not None
+    )
+
+
+needs_cat = pytest.mark.skipif(not _cat_available(), reason="CAT needs spaCy and Tesseract")
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> str:
+    from vlexp.data.synthetic import LEAF_CLASSES
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "synthetic.pt"
+    save_synthetic_teacher(
+        SmallCNN(len(LEAF_CLASSES), width=8), LEAF_CLASSES, 64, (0.5,) * 3, (0.25,) * 3, path
+    )
+    return str(path)
+
+
+def _row_cfg(row: str, teacher: str, tmp_path, extra: list[str] = ()):
+    overrides = [
+        *row_overrides(row, teacher),
+        *DATA_KNOBS,
+        "debug=fast",
+        "data.source.num_train=64",  # fewer pairs to parse and OCR for the CAT rows
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        *extra,
+    ]
+    return compose_cfg(overrides, output_dir=tmp_path / "run")
+
+
+def test_rows_differ_only_in_their_piece(teacher):
+    """Each single-piece row changes CLIP's config in its own group only."""
+    base = compose_cfg(row_overrides("clip", teacher) + list(DATA_KNOBS))
+    groups = {
+        "cat": {"filter"},
+        "concepts": {"objective"},
+        "hnnce": {"objective"},
+        "all": {"objective", "filter"},
+        "all_tonics": {"objective", "filter", "sampler"},
+    }
+    for row, expected in groups.items():
+        cfg = compose_cfg(row_overrides(row, teacher) + list(DATA_KNOBS))
+        changed = {
+            k
+            for k in ("objective", "filter", "sampler", "data", "encoder", "optim", "trainer")
+            if cfg[k] != base[k]
+        }
+        assert changed == expected, (row, changed)
+
+
+def test_rows_choose_the_intended_pieces(teacher):
+    cfg = {row: compose_cfg(row_overrides(row, teacher)) for row in ROW_NAMES}
+    assert cfg["clip"].objective.name == "clip" and cfg["clip"].filter.name == "none"
+    assert cfg["cat"].filter.name == "cat"
+    assert cfg["cat"].filter.action is False and cfg["cat"].filter.min_complexity == 1
+    assert cfg["cat"].filter.text_spotting is True and cfg["cat"].filter.max_text_overlap == 0.3
+    terms = cfg["concepts"].objective.terms
+    assert terms.main.name == "clip" and terms.concepts.name == "concepts"
+    assert terms.concepts.teacher == {"name": "synthetic", "weights": teacher}
+    # the concept term of row 3 has DiHT's values (class defaults = diht.yaml's)
+    diht_concepts = cfg["all"].objective.terms.concepts
+    assert diht_concepts.teacher.weights == teacher and diht_concepts.weight == 1.0
+    assert cfg["hnnce"].objective.name == "hnnce" and cfg["hnnce"].objective.beta1 == 0.5
+    assert cfg["all"].objective.terms.contrastive.name == "hnnce"
+    assert cfg["all"].filter == cfg["cat"].filter
+    assert cfg["all_tonics"].sampler.name == "tonics" and cfg["all"].sampler.name == "random"
+
+
+def test_job_overrides_carry_seed_and_run_dir(teacher, tmp_path):
+    ov = job_overrides("hnnce", teacher, 3, tmp_path / "hnnce" / "seed3")
+    assert "seed=3" in ov and f"hydra.run.dir={tmp_path / 'hnnce' / 'seed3'}" in ov
+    with pytest.raises(KeyError, match="unknown ablation row"):
+        row_overrides("nope", teacher)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        pytest.param(r, marks=needs_cat) if r in ("cat", "all", "all_tonics") else r
+        for r in ROW_NAMES
+    ],
+)
+def test_row_runs_with_debug_fast(row, teacher, tmp_path):
+    cfg = _row_cfg(row, teacher, tmp_path)
+    assert cfg.trainer.fast_dev_run is True
+    assert train(cfg) is None  # fast_dev_run returns no monitored value
