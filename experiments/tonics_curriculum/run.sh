@@ -2,8 +2,8 @@
 # sampler=random vs sampler=tonics on the synthetic data, same budget, pre-trained towers
 # (experiment=tonics), seeds 0 and 1; then the results table. Usage, from anywhere:
 #   experiments/tonics_curriculum/run.sh [SWEEP_DIR]      (default multirun/tonics_curriculum)
-# Budget per run (4 runs, sequential): 4000 train pairs, batch 64, 120 steps (~2 epochs),
-# validation once at the end; test on 500 images (+250 compositional, 500 fine-grained
+# Budget per run (4 runs, sequential): 6400 train pairs, batch 64, 100 steps = exactly one
+# epoch (each pair seen once; see README for why one epoch), validation once at the end; test on 500 images (+250 compositional, 500 fine-grained
 # with 4 distractors each). One torch thread per run: the 2 shared CPU cores of the dev
 # machine thrash with more (5-9 s/step with 2 threads under load vs ~1.5 s with 1).
 set -euo pipefail
@@ -12,10 +12,10 @@ SWEEP_DIR="${1:-multirun/tonics_curriculum}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 .venv/bin/python -m vlexp.run -m experiment=tonics sampler=random,tonics seed=0,1 \
   logger=csv viz.enabled=false \
-  data.source.num_train=4000 data.source.num_val=200 data.source.num_test=500 \
+  data.source.num_train=6400 data.source.num_val=200 data.source.num_test=500 \
   data.source.num_test_compositional=250 data.source.finegrained_k=4 \
   data.batch_size=64 data.eval_batch_size=128 data.num_workers=1 \
-  trainer.max_steps=120 trainer.val_check_interval=120 optim.warmup_steps=10 \
+  trainer.max_steps=100 trainer.val_check_interval=100 optim.warmup_steps=10 \
   "hydra.sweep.dir=${SWEEP_DIR}"
 .venv/bin/python experiments/tonics_curriculum/make_table.py "${SWEEP_DIR}" \
   --md experiments/tonics_curriculum/results.md

@@ -162,10 +162,40 @@ def load_checkpoint(
     return wrapped.to(device), transform, tokenizer
 
 
+def _topk_accuracy(output: torch.Tensor, target: torch.Tensor, topk: Sequence[int] = (1,)) -> list[float]:
+    """CLIP_benchmark's ``accuracy`` (fraction of rows whose target is among the top-k
+    logits), returning Python floats without NumPy's size-1 array -> float conversion."""
+    pred = output.topk(max(topk), 1, True, True)[1].t()
+    correct = pred.eq(target.view(1, -1).expand_as(pred))
+    return [correct[:k].reshape(-1).float().sum().item() / len(target) for k in topk]
+
+
+def ensure_compat() -> bool:
+    """Make CLIP_benchmark's zero-shot classification work with NumPy >= 2.4.
+
+    ``clip_benchmark.metrics.zeroshot_classification.accuracy`` (1.6.2, the latest release)
+    calls ``float()`` on a 1-element array, which NumPy 2.4 turned into a TypeError. When
+    that happens, the function is replaced by :func:`_topk_accuracy` (same definition).
+    Returns True when the patch was applied.
+    """
+    from clip_benchmark.metrics import zeroshot_classification as zc
+
+    if zc.accuracy is _topk_accuracy:
+        return False
+    try:
+        zc.accuracy(torch.tensor([[0.0, 1.0]]), torch.tensor([1]), topk=(1,))
+    except TypeError:
+        zc.accuracy = _topk_accuracy
+        return True
+    return False
+
+
 def register() -> None:
-    """Add the ``vlexp`` model type to CLIP_benchmark (its CLI's ``--model_type`` choices)."""
+    """Add the ``vlexp`` model type to CLIP_benchmark (its CLI's ``--model_type`` choices)
+    and apply :func:`ensure_compat`."""
     import clip_benchmark.models as cbm
 
+    ensure_compat()
     cbm.TYPE2FUNC[MODEL_TYPE] = load_checkpoint
     if MODEL_TYPE not in cbm.MODEL_TYPES:
         cbm.MODEL_TYPES.append(MODEL_TYPE)  # the CLI's argparse choices are this list

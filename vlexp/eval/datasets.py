@@ -311,7 +311,13 @@ def load_class_names(
         if path.suffix.lower() == ".json":
             blob = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(blob, dict) and class_names_key is None:
-                spec = {str(k): str(v) for k, v in blob.items()}
+                if not all(isinstance(v, str) for v in blob.values()):
+                    raise ValueError(
+                        f"{key}={path} maps keys to lists (keys {sorted(blob)[:8]}); say which "
+                        "list to use with class_names_key=<key> (e.g. imagenet1k), or give a "
+                        "{folder: name} object"
+                    )
+                spec = {str(k): v for k, v in blob.items()}
             else:
                 spec = _load_name_list(path, key, class_names_key, "class_names")
         else:
