@@ -38,8 +38,12 @@ def _karpathy(root: Path, name: str, with_filepath: bool) -> list[dict]:
         sub = "val2014" if with_filepath else ""
         _image(root / sub / fname, (40 * k, 10, 200 - 30 * k))
         n_sent = 6 if k == 2 else 5
-        entry = {"filename": fname, "split": split, "imgid": k,
-                 "sentences": [{"raw": f" image {k} caption {j} ", "tokens": []} for j in range(n_sent)]}
+        entry = {
+            "filename": fname,
+            "split": split,
+            "imgid": k,
+            "sentences": [{"raw": f" image {k} caption {j} ", "tokens": []} for j in range(n_sent)],
+        }
         if with_filepath:
             entry["filepath"] = sub
         images.append(entry)
@@ -68,9 +72,14 @@ def test_flickr_layout_with_separate_annotations(tmp_path):
     ann_dir.mkdir()
     _karpathy(tmp_path / "flickr30k-images", "unused.json", with_filepath=False)
     (tmp_path / "flickr30k-images" / "unused.json").rename(ann_dir / "dataset_flickr30k.json")
-    s = flickr30k_set(root=str(tmp_path), image_dir="flickr30k-images",
-                      annotations=str(ann_dir / "dataset_flickr30k.json"))
-    assert s.num_images == 3 and s.images.paths[0] == str(tmp_path / "flickr30k-images" / "img_0.jpg")
+    s = flickr30k_set(
+        root=str(tmp_path),
+        image_dir="flickr30k-images",
+        annotations=str(ann_dir / "dataset_flickr30k.json"),
+    )
+    assert s.num_images == 3 and s.images.paths[0] == str(
+        tmp_path / "flickr30k-images" / "img_0.jpg"
+    )
 
 
 def test_missing_paths_say_what_and_which_key(tmp_path):
@@ -79,7 +88,9 @@ def test_missing_paths_say_what_and_which_key(tmp_path):
         coco_set()
     with pytest.raises(EvalDataError, match=rf"{key}.root=.*nowhere.*does not exist"):
         coco_set(root=str(tmp_path / "nowhere"))
-    with pytest.raises(EvalDataError, match=rf"{key}.annotations=.*dataset_coco.json.*no such file"):
+    with pytest.raises(
+        EvalDataError, match=rf"{key}.annotations=.*dataset_coco.json.*no such file"
+    ):
         coco_set(root=str(tmp_path))
     _karpathy(tmp_path, "dataset_coco.json", with_filepath=True)
     (tmp_path / "val2014" / "img_4.jpg").unlink()
@@ -93,7 +104,9 @@ def test_missing_paths_say_what_and_which_key(tmp_path):
     with pytest.raises(EvalDataError, match="one sub-folder per class"):
         imagenet_folder_set(root=str(tmp_path / "inet"))
     _image(tmp_path / "inet" / "a" / "x.png", (1, 2, 3))
-    with pytest.raises(EvalDataError, match=r"eval.extra_sets.imagenet.templates=.*t.json.*no such file"):
+    with pytest.raises(
+        EvalDataError, match=r"eval.extra_sets.imagenet.templates=.*t.json.*no such file"
+    ):
         imagenet_folder_set(root=str(tmp_path / "inet"), templates=str(tmp_path / "t.json"))
 
 
@@ -124,25 +137,38 @@ def test_class_name_and_template_files(folder, tmp_path):
     names = {"n01": "goldfish", "n02": "tabby cat", "n10_x": "school bus"}
     (tmp_path / "map.json").write_text(json.dumps(names))
     (tmp_path / "list.json").write_text(json.dumps(["goldfish", "tabby cat", "school bus"]))
-    (tmp_path / "cb.json").write_text(json.dumps({"imagenet1k": ["goldfish", "tabby cat", "school bus"],
-                                                  "cifar10": ["a"]}))
+    (tmp_path / "cb.json").write_text(
+        json.dumps({"imagenet1k": ["goldfish", "tabby cat", "school bus"], "cifar10": ["a"]})
+    )
     (tmp_path / "synsets.txt").write_text("n02 tabby cat\nn01 goldfish\nn10_x school bus\n")
     (tmp_path / "lines.txt").write_text("goldfish\ntabby cat\nschool bus\n")
     want = ["goldfish", "tabby cat", "school bus"]
-    for spec, key in ((tmp_path / "map.json", None), (tmp_path / "list.json", None),
-                      (tmp_path / "cb.json", "imagenet1k"), (tmp_path / "synsets.txt", None),
-                      (tmp_path / "lines.txt", None), (want, None)):
-        got = imagenet_folder_set(root=str(folder), class_names=spec if isinstance(spec, list) else str(spec),
-                                  class_names_key=key)
+    for spec, key in (
+        (tmp_path / "map.json", None),
+        (tmp_path / "list.json", None),
+        (tmp_path / "cb.json", "imagenet1k"),
+        (tmp_path / "synsets.txt", None),
+        (tmp_path / "lines.txt", None),
+        (want, None),
+    ):
+        got = imagenet_folder_set(
+            root=str(folder),
+            class_names=spec if isinstance(spec, list) else str(spec),
+            class_names_key=key,
+        )
         assert got.class_names == want, spec
     with pytest.raises(ValueError, match="class_names_key"):
         imagenet_folder_set(root=str(folder), class_names=str(tmp_path / "cb.json"))
     (tmp_path / "two.json").write_text(json.dumps(["a", "b"]))
     with pytest.raises(ValueError, match="2 class names for 3 class folders"):
         imagenet_folder_set(root=str(folder), class_names=str(tmp_path / "two.json"))
-    (tmp_path / "t.json").write_text(json.dumps({"imagenet1k": ["a photo of a {c}.", "itap of a {c}."]}))
+    (tmp_path / "t.json").write_text(
+        json.dumps({"imagenet1k": ["a photo of a {c}.", "itap of a {c}."]})
+    )
     assert load_templates(str(tmp_path / "t.json"), templates_key="imagenet1k") == [
-        "a photo of a {}.", "itap of a {}."]
+        "a photo of a {}.",
+        "itap of a {}.",
+    ]
     (tmp_path / "t.txt").write_text("a {} photo\n\nart of the {}\n")
     assert load_templates(str(tmp_path / "t.txt")) == ["a {} photo", "art of the {}"]
     with pytest.raises(ValueError, match="exactly one"):
@@ -151,16 +177,30 @@ def test_class_name_and_template_files(folder, tmp_path):
 
 def test_presets_compose_and_datamodule_appends_sets(folder, tmp_path):
     _karpathy(tmp_path / "coco", "dataset_coco.json", with_filepath=True)
-    cfg = compose_cfg([
-        "eval=[coco,imagenet_folder]", f"eval.extra_sets.coco.root={tmp_path}/coco",
-        "eval.extra_sets.coco.stages=[val,test]", f"eval.extra_sets.imagenet.root={folder}",
-        "data.source.num_train=64", "data.source.num_val=8", "data.source.num_test=8",
-        "data.source.num_test_compositional=4", "data.source.image_size=16",
-    ])
+    cfg = compose_cfg(
+        [
+            "eval=[coco,imagenet_folder]",
+            f"eval.extra_sets.coco.root={tmp_path}/coco",
+            "eval.extra_sets.coco.stages=[val,test]",
+            f"eval.extra_sets.imagenet.root={folder}",
+            "data.source.num_train=64",
+            "data.source.num_val=8",
+            "data.source.num_test=8",
+            "data.source.num_test_compositional=4",
+            "data.source.image_size=16",
+        ]
+    )
     assert cfg.eval.ks == [1, 5, 10] and cfg.eval.monitor == "val/mean_R@1"  # eval/default kept
-    dm = VLDataModule(cfg.data, cfg.sampler, cfg.filter, tokenize=lambda t: {}, image_size=16,
-                      image_mean=(0.5,) * 3, image_std=(0.5,) * 3,
-                      extra_eval_sets=cfg.eval.extra_sets)
+    dm = VLDataModule(
+        cfg.data,
+        cfg.sampler,
+        cfg.filter,
+        tokenize=lambda t: {},
+        image_size=16,
+        image_mean=(0.5,) * 3,
+        image_std=(0.5,) * 3,
+        extra_eval_sets=cfg.eval.extra_sets,
+    )
     dm.setup("fit")
     assert [s.name for s in dm.val_sets] == ["synthetic", "coco"]
     assert [s.name for s in dm.test_sets][-2:] == ["coco", "imagenet"]
@@ -170,9 +210,16 @@ def test_presets_compose_and_datamodule_appends_sets(folder, tmp_path):
 
 def test_missing_eval_path_fails_at_setup(tmp_path):
     cfg = compose_cfg(["eval=flickr30k", "data.source.num_train=64"])
-    dm = VLDataModule(cfg.data, cfg.sampler, cfg.filter, tokenize=lambda t: {}, image_size=16,
-                      image_mean=(0.5,) * 3, image_std=(0.5,) * 3,
-                      extra_eval_sets=cfg.eval.extra_sets)
+    dm = VLDataModule(
+        cfg.data,
+        cfg.sampler,
+        cfg.filter,
+        tokenize=lambda t: {},
+        image_size=16,
+        image_mean=(0.5,) * 3,
+        image_std=(0.5,) * 3,
+        extra_eval_sets=cfg.eval.extra_sets,
+    )
     with pytest.raises(EvalDataError, match="eval.extra_sets.flickr30k.root is not set"):
         dm.setup("fit")
     assert dm.splits is None  # nothing was built
@@ -198,16 +245,25 @@ def test_train_with_extra_sets(folder, tmp_path, monkeypatch):
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(vlexp.run, "VLDataModule", Wired)
-    base = ["debug=tiny_run", "eval=imagenet_folder", "trainer.max_steps=4",
-            "trainer.val_check_interval=4", "data.source.num_train=128", "viz.enabled=false",
-            "data.source.image_size=16"]
+    base = [
+        "debug=tiny_run",
+        "eval=imagenet_folder",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=4",
+        "data.source.num_train=128",
+        "viz.enabled=false",
+        "data.source.image_size=16",
+    ]
     Wired.extra = {"imagenet": {"name": "imagenet_folder", "root": str(tmp_path / "missing")}}
-    cfg = compose_cfg(base + [f"eval.extra_sets.imagenet.root={tmp_path}/missing"],
-                      output_dir=tmp_path / "bad")
+    cfg = compose_cfg(
+        base + [f"eval.extra_sets.imagenet.root={tmp_path}/missing"], output_dir=tmp_path / "bad"
+    )
     with pytest.raises(EvalDataError, match="eval.extra_sets.imagenet.root=.*missing"):
         train(cfg)
     assert not (tmp_path / "bad" / "checkpoints").exists()
-    cfg = compose_cfg(base + [f"eval.extra_sets.imagenet.root={folder}"], output_dir=tmp_path / "ok")
+    cfg = compose_cfg(
+        base + [f"eval.extra_sets.imagenet.root={folder}"], output_dir=tmp_path / "ok"
+    )
     Wired.extra = cfg.eval.extra_sets
     train(cfg)
     metrics = json.loads((tmp_path / "ok" / "metrics.json").read_text())

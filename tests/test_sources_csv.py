@@ -23,8 +23,9 @@ JPEG_TOL = 8.0  # mean absolute pixel difference after a JPEG round trip (q=95, 
 
 @pytest.fixture(scope="module")
 def synth():
-    return build_synthetic(seed=3, num_train=48, num_val=16, num_test=12,
-                           num_test_compositional=0, image_size=24)
+    return build_synthetic(
+        seed=3, num_train=48, num_val=16, num_test=12, num_test_compositional=0, image_size=24
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +46,15 @@ def _tags(source, i: int) -> list[str]:
 
 
 def test_round_trip_same_pairs_tags_labels(exported, synth):
-    splits = DATASETS.build(_source_cfg([
-        f"data.source.path={exported}/train/pairs.csv",
-        f"data.source.val_path={exported}/val/pairs.csv",
-        f"data.source.test_path={exported}/test/pairs.csv",
-    ]))
+    splits = DATASETS.build(
+        _source_cfg(
+            [
+                f"data.source.path={exported}/train/pairs.csv",
+                f"data.source.val_path={exported}/val/pairs.csv",
+                f"data.source.test_path={exported}/test/pairs.csv",
+            ]
+        )
+    )
     src, got = synth["train"], splits.train
     assert len(got) == len(src)
     assert list(got.captions) == list(src.captions)
@@ -61,28 +66,41 @@ def test_round_trip_same_pairs_tags_labels(exported, synth):
         assert (a["caption"], a["tags"], a["label"]) == (b["caption"], b["tags"], b["label"])
         diff = np.abs(np.asarray(a["image"], float) - np.asarray(b["image"], float)).mean()
         assert diff < JPEG_TOL
-    assert [s.name for s in splits.val] == ["heldout"] and [s.name for s in splits.test] == ["heldout"]
+    assert [s.name for s in splits.val] == ["heldout"] and [s.name for s in splits.test] == [
+        "heldout"
+    ]
     val = splits.val[0]
     assert val.captions == list(synth["val"].captions)
     assert np.array_equal(val.caption_image, np.arange(len(synth["val"])))
     # labels + class names -> zero-shot classification over the exported classes
     assert val.class_names == src.class_names and val.templates == ["a photo of a {}."]
-    assert [val.images[i]["label"] for i in range(3)] == [synth["val"][i]["label"] for i in range(3)]
+    assert [val.images[i]["label"] for i in range(3)] == [
+        synth["val"][i]["label"] for i in range(3)
+    ]
 
 
 def test_caps_auto_columns_and_synthetic_knobs(exported, synth):
-    cfg = _source_cfg([f"data.source.path={exported}/train/pairs.csv",
-                       f"data.source.val_path={exported}/val/pairs.csv",
-                       "data.source.num_train=10", "data.source.num_val=5",
-                       "+data.source.num_test_compositional=64", "data.source.tags_col=null"])
+    cfg = _source_cfg(
+        [
+            f"data.source.path={exported}/train/pairs.csv",
+            f"data.source.val_path={exported}/val/pairs.csv",
+            "data.source.num_train=10",
+            "data.source.num_val=5",
+            "+data.source.num_test_compositional=64",
+            "data.source.tags_col=null",
+        ]
+    )
     splits = DATASETS.build(cfg)  # the synthetic-only knob is ignored
     assert list(splits.train.captions) == list(synth["train"].captions)[:10]
     assert splits.train.tag_table is None
     assert len(splits.val[0].captions) == 5
     df = pd.read_csv(exported / "train" / "pairs.csv")[["filepath", "caption"]]
     df.to_csv(exported / "plain.csv", index=False)  # no tags / label columns: auto finds none
-    plain = DATASETS.build(_source_cfg([f"data.source.path={exported}/plain.csv",
-                                        f"data.source.root={exported}/train"]))
+    plain = DATASETS.build(
+        _source_cfg(
+            [f"data.source.path={exported}/plain.csv", f"data.source.root={exported}/train"]
+        )
+    )
     assert plain.train.tag_table is None and len(plain.train) == len(synth["train"])
     with pytest.raises(TypeError, match="unknown option.*'nmu_train'"):
         DATASETS.build({**cfg, "nmu_train": 3})
@@ -94,11 +112,20 @@ def test_missing_paths_name_the_config_key(exported, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"data.source.path=.*nope.csv.*does not exist"):
         DATASETS.build(_source_cfg([f"data.source.path={tmp_path}/nope.csv"]))
     with pytest.raises(FileNotFoundError, match="data.source.val_path="):
-        DATASETS.build(_source_cfg([f"data.source.path={exported}/train/pairs.csv",
-                                    f"data.source.val_path={tmp_path}/val.csv"]))
+        DATASETS.build(
+            _source_cfg(
+                [
+                    f"data.source.path={exported}/train/pairs.csv",
+                    f"data.source.val_path={tmp_path}/val.csv",
+                ]
+            )
+        )
     with pytest.raises(ValueError, match="tags_col='objects'"):
-        DATASETS.build(_source_cfg([f"data.source.path={exported}/train/pairs.csv",
-                                    "data.source.tags_col=objects"]))
+        DATASETS.build(
+            _source_cfg(
+                [f"data.source.path={exported}/train/pairs.csv", "data.source.tags_col=objects"]
+            )
+        )
 
 
 def test_bad_rows_are_skipped_counted_and_reported(exported, tmp_path):
@@ -111,11 +138,25 @@ def test_bad_rows_are_skipped_counted_and_reported(exported, tmp_path):
     df.loc[9, "filepath"] = str(broken)
     df.to_csv(tmp_path / "bad.csv", index=False)
     (tmp_path / "classes.json").write_text((exported / "train" / "classes.json").read_text())
-    cfg = compose_cfg(["data=csv", f"data.source.path={tmp_path}/bad.csv",
-                       "data.source.max_bad_fraction=0.2", "data.source.min_samples=1",
-                       "data.batch_size=8", "data.num_workers=0"])
-    dm = VLDataModule(cfg.data, cfg.sampler, cfg.filter, tokenize=lambda t: {}, image_size=24,
-                      image_mean=(0.5,) * 3, image_std=(0.5,) * 3)
+    cfg = compose_cfg(
+        [
+            "data=csv",
+            f"data.source.path={tmp_path}/bad.csv",
+            "data.source.max_bad_fraction=0.2",
+            "data.source.min_samples=1",
+            "data.batch_size=8",
+            "data.num_workers=0",
+        ]
+    )
+    dm = VLDataModule(
+        cfg.data,
+        cfg.sampler,
+        cfg.filter,
+        tokenize=lambda t: {},
+        image_size=24,
+        image_mean=(0.5,) * 3,
+        image_std=(0.5,) * 3,
+    )
     dm.setup("fit")
     assert len(dm.train_set) == len(df) - 2  # empty caption and missing file dropped up front
     items = [dm.train_set[i] for i in range(len(dm.train_set))]
@@ -125,8 +166,9 @@ def test_bad_rows_are_skipped_counted_and_reported(exported, tmp_path):
     # good: rows that passed the table check, plus every successful image read
     assert report["bad"] == 3 and report["good"] == 2 * (len(df) - 2)
     json.dumps(dm.bad_samples)  # plain data, ready for metrics.json
-    strict = compose_cfg(["data=csv", f"data.source.path={tmp_path}/bad.csv",
-                          "data.source.min_samples=1"])
+    strict = compose_cfg(
+        ["data=csv", f"data.source.path={tmp_path}/bad.csv", "data.source.min_samples=1"]
+    )
     with pytest.raises(RuntimeError, match="above the ceiling"):
         DATASETS.build(OmegaConf.to_container(strict.data.source, resolve=True))
 
@@ -135,13 +177,21 @@ def test_bad_rows_are_skipped_counted_and_reported(exported, tmp_path):
 def test_tiny_run_on_csv_completes(exported, tmp_path):
     from vlexp.run import train
 
-    cfg = compose_cfg([
-        "debug=tiny_run", "data=csv", f"data.source.path={exported}/train/pairs.csv",
-        f"data.source.val_path={exported}/val/pairs.csv",
-        f"data.source.test_path={exported}/test/pairs.csv", "data.source.image_size=24",
-        "data.batch_size=8", "trainer.max_steps=8", "trainer.val_check_interval=4",
-        "viz.enabled=false",
-    ], output_dir=tmp_path / "run")
+    cfg = compose_cfg(
+        [
+            "debug=tiny_run",
+            "data=csv",
+            f"data.source.path={exported}/train/pairs.csv",
+            f"data.source.val_path={exported}/val/pairs.csv",
+            f"data.source.test_path={exported}/test/pairs.csv",
+            "data.source.image_size=24",
+            "data.batch_size=8",
+            "trainer.max_steps=8",
+            "trainer.val_check_interval=4",
+            "viz.enabled=false",
+        ],
+        output_dir=tmp_path / "run",
+    )
     value = train(cfg)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["global_step"] == 8 and value == metrics["monitor_value"]

@@ -27,8 +27,9 @@ N_TRAIN, SHARD = 44, 8  # 6 shards, the last with 4 pairs
 
 @pytest.fixture(scope="module")
 def synth():
-    return build_synthetic(seed=5, num_train=N_TRAIN, num_val=12, num_test=10,
-                           num_test_compositional=0, image_size=24)
+    return build_synthetic(
+        seed=5, num_train=N_TRAIN, num_val=12, num_test=10, num_test_compositional=0, image_size=24
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +41,17 @@ def shards(tmp_path_factory, synth) -> Path:
 
 
 def _cfg(kind: str, shards: Path, cache: Path, extra: list[str] = ()) -> OmegaConf:
-    return compose_cfg([
-        f"data={kind}", f"data.source.urls='{shards}/train/{{00000..00005}}.tar'",
-        f"data.source.val_urls={shards}/val", f"data.source.test_urls={shards}/test",
-        f"paths.cache_dir={cache}", "data.num_workers=0", *extra,
-    ])
+    return compose_cfg(
+        [
+            f"data={kind}",
+            f"data.source.urls='{shards}/train/{{00000..00005}}.tar'",
+            f"data.source.val_urls={shards}/val",
+            f"data.source.test_urls={shards}/test",
+            f"paths.cache_dir={cache}",
+            "data.num_workers=0",
+            *extra,
+        ]
+    )
 
 
 def _build(cfg):
@@ -80,14 +87,22 @@ def test_stream_round_trip_same_pairs(shards, synth, tmp_path):
     assert val.captions == list(synth["val"].captions)
     assert test.captions == list(synth["test"].captions)
     assert val.class_names == synth["train"].class_names
-    assert [val.images[i]["label"] for i in range(4)] == [synth["val"][i]["label"] for i in range(4)]
+    assert [val.images[i]["label"] for i in range(4)] == [
+        synth["val"][i]["label"] for i in range(4)
+    ]
 
 
 def test_stream_num_train_caps_the_epoch(shards, tmp_path):
     stream = _build(_cfg("webdataset", shards, tmp_path, ["data.source.num_train=20"])).train
     assert len(list(stream)) == 20
-    resampled = _build(_cfg("webdataset", shards, tmp_path, [
-        "data.source.num_train=30", "data.source.resampled=true"])).train
+    resampled = _build(
+        _cfg(
+            "webdataset",
+            shards,
+            tmp_path,
+            ["data.source.num_train=30", "data.source.resampled=true"],
+        )
+    ).train
     assert len(resampled) == 30 and len(list(resampled)) == 30
 
 
@@ -115,12 +130,21 @@ def test_explicit_index_path_for_other_shards_is_refused(shards, tmp_path):
     path = tmp_path / "idx.npz"
     _build(_cfg("wds_indexed", shards, tmp_path, [f"data.source.index_path={path}"]))
     assert path.is_file()
-    other = compose_cfg(["data=wds_indexed", f"data.source.urls={shards}/val",
-                         f"data.source.index_path={path}"])
+    other = compose_cfg(
+        ["data=wds_indexed", f"data.source.urls={shards}/val", f"data.source.index_path={path}"]
+    )
     with pytest.raises(ValueError, match="indexes other shards.*rebuild_index=true"):
         _build(other)
-    rebuilt = _build(compose_cfg(["data=wds_indexed", f"data.source.urls={shards}/val",
-                                  f"data.source.index_path={path}", "data.source.rebuild_index=true"]))
+    rebuilt = _build(
+        compose_cfg(
+            [
+                "data=wds_indexed",
+                f"data.source.urls={shards}/val",
+                f"data.source.index_path={path}",
+                "data.source.rebuild_index=true",
+            ]
+        )
+    )
     assert len(rebuilt.train) == 12
 
 
@@ -129,16 +153,34 @@ def test_missing_shards_name_the_config_key(shards, tmp_path):
         with pytest.raises(ValueError, match=r"data.source.urls (is not set|\(one set)"):
             _build(compose_cfg([f"data={kind}"]))
         with pytest.raises(FileNotFoundError, match=r"data.source.urls: .*do not exist"):
-            _build(compose_cfg([f"data={kind}", f"data.source.urls='{shards}/train/{{00000..00009}}.tar'"]))
+            _build(
+                compose_cfg(
+                    [f"data={kind}", f"data.source.urls='{shards}/train/{{00000..00009}}.tar'"]
+                )
+            )
         with pytest.raises(FileNotFoundError, match="data.source.val_urls"):
-            _build(compose_cfg([f"data={kind}", f"data.source.urls={shards}/train",
-                                f"data.source.val_urls='{tmp_path}/none/{{0..1}}.tar'"]))
+            _build(
+                compose_cfg(
+                    [
+                        f"data={kind}",
+                        f"data.source.urls={shards}/train",
+                        f"data.source.val_urls='{tmp_path}/none/{{0..1}}.tar'",
+                    ]
+                )
+            )
 
 
 def _datamodule(cfg, rank: int = 0, world: int = 1) -> VLDataModule:
-    dm = VLDataModule(cfg.data, cfg.sampler, cfg.filter, tokenize=_fake_tokenize, image_size=16,
-                      image_mean=(0.5,) * 3, image_std=(0.5,) * 3,
-                      total_steps=int(cfg.trainer.max_steps))
+    dm = VLDataModule(
+        cfg.data,
+        cfg.sampler,
+        cfg.filter,
+        tokenize=_fake_tokenize,
+        image_size=16,
+        image_mean=(0.5,) * 3,
+        image_std=(0.5,) * 3,
+        total_steps=int(cfg.trainer.max_steps),
+    )
     dm.trainer = SimpleNamespace(global_rank=rank, world_size=world, current_epoch=0)  # type: ignore[assignment]
     return dm
 
@@ -146,8 +188,10 @@ def _datamodule(cfg, rank: int = 0, world: int = 1) -> VLDataModule:
 def _fake_tokenize(texts):
     import torch
 
-    return {"input_ids": torch.zeros(len(texts), 2, dtype=torch.long),
-            "attention_mask": torch.ones(len(texts), 2, dtype=torch.long)}
+    return {
+        "input_ids": torch.zeros(len(texts), 2, dtype=torch.long),
+        "attention_mask": torch.ones(len(texts), 2, dtype=torch.long),
+    }
 
 
 def test_streaming_rejects_planned_samplers_and_filters(shards, tmp_path):
@@ -173,9 +217,21 @@ def test_streaming_loader_batches_and_rank_split(shards, tmp_path):
         dm.train_dataloader()
     counts = []
     for rank in (0, 1):  # resampled: every rank the same number of full batches
-        dm = _datamodule(_cfg("webdataset", shards, tmp_path, [
-            "data.batch_size=4", "data.source.resampled=true", "data.source.samples_per_epoch=30",
-            "data.num_workers=2"]), rank=rank, world=2)
+        dm = _datamodule(
+            _cfg(
+                "webdataset",
+                shards,
+                tmp_path,
+                [
+                    "data.batch_size=4",
+                    "data.source.resampled=true",
+                    "data.source.samples_per_epoch=30",
+                    "data.num_workers=2",
+                ],
+            ),
+            rank=rank,
+            world=2,
+        )
         dm.setup("fit")
         loader = dm.train_dataloader()
         sizes = [len(b["index"]) for b in loader]
@@ -187,18 +243,37 @@ def test_bad_sample_counts_reach_the_datamodule(tmp_path, synth):
     out = tmp_path / "bad"
     export_webdataset(synth["train"], out, shard_size=SHARD)
     (out / "00005.tar").write_bytes((out / "00005.tar").read_bytes()[:1500])  # cut the last shard
-    cfg = _cfg("wds_indexed", out.parent, tmp_path, [
-        f"data.source.urls={out}", "~data.source.val_urls", "~data.source.test_urls",
-        "data.source.max_bad_fraction=0.5", "data.source.min_samples=1"])
+    cfg = _cfg(
+        "wds_indexed",
+        out.parent,
+        tmp_path,
+        [
+            f"data.source.urls={out}",
+            "~data.source.val_urls",
+            "~data.source.test_urls",
+            "data.source.max_bad_fraction=0.5",
+            "data.source.min_samples=1",
+        ],
+    )
     dm = _datamodule(cfg)
     dm.setup("fit")
     report = dm.bad_samples["train"]
     assert report["index_pass"]["by_reason"] == {"truncated_tar": 1}
     assert report["read"]["bad"] == 0
     json.dumps(dm.bad_samples)
-    stream_cfg = _cfg("webdataset", out.parent, tmp_path, [
-        f"data.source.urls={out}", "~data.source.val_urls", "~data.source.test_urls",
-        "data.source.max_bad_fraction=0.5", "data.source.min_samples=10", "data.batch_size=4"])
+    stream_cfg = _cfg(
+        "webdataset",
+        out.parent,
+        tmp_path,
+        [
+            f"data.source.urls={out}",
+            "~data.source.val_urls",
+            "~data.source.test_urls",
+            "data.source.max_bad_fraction=0.5",
+            "data.source.min_samples=10",
+            "data.batch_size=4",
+        ],
+    )
     dm = _datamodule(stream_cfg)
     dm.setup("fit")
     list(dm.train_dataloader())
@@ -210,12 +285,22 @@ def test_bad_sample_counts_reach_the_datamodule(tmp_path, synth):
 def test_tiny_run_on_shards_completes(kind, shards, tmp_path):
     from vlexp.run import train
 
-    cfg = compose_cfg([
-        "debug=tiny_run", f"data={kind}", f"data.source.urls={shards}/train",
-        f"data.source.val_urls={shards}/val", f"data.source.test_urls={shards}/test",
-        f"paths.cache_dir={tmp_path}/cache", "data.source.image_size=24", "data.batch_size=8",
-        "trainer.max_steps=8", "trainer.val_check_interval=4", "viz.enabled=false",
-    ], output_dir=tmp_path / "run")
+    cfg = compose_cfg(
+        [
+            "debug=tiny_run",
+            f"data={kind}",
+            f"data.source.urls={shards}/train",
+            f"data.source.val_urls={shards}/val",
+            f"data.source.test_urls={shards}/test",
+            f"paths.cache_dir={tmp_path}/cache",
+            "data.source.image_size=24",
+            "data.batch_size=8",
+            "trainer.max_steps=8",
+            "trainer.val_check_interval=4",
+            "viz.enabled=false",
+        ],
+        output_dir=tmp_path / "run",
+    )
     train(cfg)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["global_step"] == 8

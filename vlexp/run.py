@@ -54,6 +54,18 @@ def resolve_resume(resume: str | None, run_dir: Path) -> str | None:
     return resume_checkpoint(resume, run_dir)
 
 
+def trained_steps(trainer: L.Trainer, run_dir: Path) -> int:
+    """Optimizer steps of the fit: ``trainer.global_step``, or with spawn-based strategies
+    (whose workers do not hand the loop state back) the step stored in ``last.ckpt``."""
+    if trainer.global_step > 0:
+        return int(trainer.global_step)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return 0
+    state = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+    return int(state.get("global_step", 0))
+
+
 def build_components(cfg: DictConfig) -> tuple[VLModule, VLDataModule]:
     """Model, objective, module and datamodule from a validated config."""
     # fail fast on unknown names before building anything heavy
@@ -153,7 +165,7 @@ def train(cfg: DictConfig) -> float | None:
         summary = {
             "objective": cfg.objective.name, "sampler": cfg.sampler.name,
             "filter": cfg.filter.name, "encoder": cfg.encoder.name, "seed": int(cfg.seed),
-            "global_step": trainer.global_step, "fit_seconds": round(fit_seconds, 1),
+            "global_step": trained_steps(trainer, run_dir), "fit_seconds": round(fit_seconds, 1),
             "monitor": cfg.eval.monitor, "monitor_value": monitored,
             "val": val_metrics, "test": test_metrics, "test_table": rows,
             "filter_report": report,

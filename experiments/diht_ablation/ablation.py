@@ -95,6 +95,12 @@ def diht_teacher(teacher: str) -> list[str]:
     ]
 
 
+TEACHER_SEED = 1
+"""Seed of the synthetic teacher's data (``run.sh``): its training images are the seed-1
+train split, so ablation jobs must not use seed 1 with a teacher (``run`` refuses)."""
+
+TEACHER_ROWS: frozenset[str] = frozenset({"concepts", "all", "all_tonics"})
+
 ROW_NAMES: tuple[str, ...] = ("clip", "cat", "concepts", "hnnce", "all", "all_tonics")
 ROW_LABELS: dict[str, str] = {
     "clip": "CLIP",
@@ -191,6 +197,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(
             f"teacher weights {args.teacher} not found; train them with "
             f"`python -m vlexp.teachers train-synthetic --out {args.teacher}`"
+        )
+    clash = sorted({r for r, s, _ in _jobs(args) if s == TEACHER_SEED and r in TEACHER_ROWS})
+    if clash:
+        raise SystemExit(
+            f"seed {TEACHER_SEED} is the synthetic teacher's data seed: rows {clash} would "
+            "train on the teacher's own training images; use other seeds"
         )
     failed = []
     for row, seed, cmd in _jobs(args):

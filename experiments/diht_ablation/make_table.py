@@ -103,6 +103,32 @@ def results_tables(runs: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(out)
 
 
+def noise_table(
+    main: dict[str, list[dict[str, Any]]], noise: dict[str, list[dict[str, Any]]]
+) -> str:
+    """The CLIP row's metrics for each seed of the main sweep and of the noise probe.
+
+    The seed changes the training data, the model's initialisation and the test images,
+    so the spread is the run-to-run variation of one row's numbers.
+    """
+    runs = sorted(main.get("clip", []) + noise.get("clip", []), key=lambda m: m["seed"])
+    if len(runs) < 2:
+        return ""
+    cols = [(s, m) for _, s, ms in SECTIONS for m in ms]
+    head = ["CLIP seed", *[f"{'comp. ' if s == 'compositional' else ''}{m}" for s, m in cols]]
+    lines = ["| " + " | ".join(head) + " |", "|---:|" + "---:|" * len(cols)]
+    for m in runs:
+        cells = [str(m["seed"])] + [f"{100 * m['test'][f'test/{s}/{k}']:.1f}" for s, k in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    spread = [
+        max(m["test"][f"test/{s}/{k}"] for m in runs)
+        - min(m["test"][f"test/{s}/{k}"] for m in runs)
+        for s, k in cols
+    ]
+    lines.append("| max - min | " + " | ".join(f"{100 * d:.1f}" for d in spread) + " |")
+    return "\n".join(lines)
+
+
 def fewshot_table(res: dict[str, Any]) -> str:
     """Markdown table of a ``python -m vlexp.eval.fewshot`` result."""
     lines = [
@@ -139,6 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     sweep = Path(args.sweep)
     runs = load_runs(sweep)
     text = "## Ablation\n\n" + results_tables(runs)
+    noise_dir = sweep / "noise"
+    if noise_dir.is_dir() and any(noise_dir.glob("*/seed*/metrics.json")):
+        table = noise_table(runs, load_runs(noise_dir))
+        if table:
+            text += (
+                "\n### Seed-to-seed spread (CLIP row, other seeds in SWEEP/noise)\n\n"
+                + table
+                + "\n"
+            )
     fs_path = Path(args.fewshot) if args.fewshot else sweep / "fewshot" / "fewshot.json"
     if fs_path.is_file():
         res = json.loads(fs_path.read_text())

@@ -11,7 +11,7 @@ own folder::
 Examples::
 
     python -m vlexp.data.export --out /data/synth_wds --format wds data.source.num_train=20000
-    python -m vlexp.data.export --out /data/synth_csv --format csv --splits train val
+    python -m vlexp.data.export --out /data/synth_csv --format csv --splits train,val
     # convert a table to shards (any source can be exported)
     python -m vlexp.data.export --out /data/mine_wds --format wds data=csv data.source.path=/data/mine.csv
 
@@ -70,21 +70,43 @@ def pair_source_of(eval_set: Any) -> Any | None:
 
 
 def export_source(
-    source: Any, out_dir: Path, fmt: str, shard_size: int, image_format: str, quality: int,
+    source: Any,
+    out_dir: Path,
+    fmt: str,
+    shard_size: int,
+    image_format: str,
+    quality: int,
     overwrite: bool,
 ) -> Path:
     """Write one pair source in ``fmt``; return the table path or the shard folder."""
     if fmt == "wds":
-        export_webdataset(source, out_dir, shard_size=shard_size, image_format=image_format,
-                          quality=quality, overwrite=overwrite)
+        export_webdataset(
+            source,
+            out_dir,
+            shard_size=shard_size,
+            image_format=image_format,
+            quality=quality,
+            overwrite=overwrite,
+        )
         return out_dir
-    return export_csv(source, out_dir, sep="," if fmt == "csv" else "\t",
-                      image_format=image_format, quality=quality, overwrite=overwrite)
+    return export_csv(
+        source,
+        out_dir,
+        sep="," if fmt == "csv" else "\t",
+        image_format=image_format,
+        quality=quality,
+        overwrite=overwrite,
+    )
 
 
 def export_splits(
-    overrides: Sequence[str], out: str | Path, fmt: str = "csv", splits: Sequence[str] = SPLITS,
-    shard_size: int = 1000, image_format: str = "jpg", quality: int = 95,
+    overrides: Sequence[str],
+    out: str | Path,
+    fmt: str = "csv",
+    splits: Sequence[str] = SPLITS,
+    shard_size: int = 1000,
+    image_format: str = "jpg",
+    quality: int = 95,
     overwrite: bool = False,
 ) -> dict[str, Path]:
     """Export the splits of the source configured by ``overrides`` under ``out``; return
@@ -94,9 +116,15 @@ def export_splits(
 
 
 def export_data(
-    data: dict[str, Any], seed: int, out: str | Path, fmt: str = "csv",
-    splits: Sequence[str] = SPLITS, shard_size: int = 1000, image_format: str = "jpg",
-    quality: int = 95, overwrite: bool = False,
+    data: dict[str, Any],
+    seed: int,
+    out: str | Path,
+    fmt: str = "csv",
+    splits: Sequence[str] = SPLITS,
+    shard_size: int = 1000,
+    image_format: str = "jpg",
+    quality: int = 95,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
     """:func:`export_splits` for an already composed ``data`` config section."""
     from vlexp.data.sources import DATASETS
@@ -118,8 +146,11 @@ def export_data(
         for s in getattr(data_splits, stage):
             source = pair_source_of(s)
             if source is None:
-                log.warning("skipping %s set '%s': not one caption per image of a pair source",
-                            stage, s.name)
+                log.warning(
+                    "skipping %s set '%s': not one caption per image of a pair source",
+                    stage,
+                    s.name,
+                )
                 continue
             written[f"{stage}/{s.name}"] = export_source(source, out / stage / s.name, *args)
     return written
@@ -141,30 +172,53 @@ def train_command(written: dict[str, Path], fmt: str, image_size: int | None = N
     return "python -m vlexp.run " + " ".join(parts)
 
 
+def _split_list(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     """Parse the command line, export, print what was written and how to train on it."""
     parser = argparse.ArgumentParser(
-        prog="python -m vlexp.data.export", description=__doc__,
+        prog="python -m vlexp.data.export",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", required=True, help="output folder (one sub-folder per split)")
-    parser.add_argument("--format", default="csv", choices=FORMATS,
-                        help="csv/tsv: table + image files; wds: img2dataset-style tar shards")
-    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
+    parser.add_argument(
+        "--format",
+        default="csv",
+        choices=FORMATS,
+        help="csv/tsv: table + image files; wds: img2dataset-style tar shards",
+    )
+    parser.add_argument(
+        "--splits",
+        default=",".join(SPLITS),
+        help="comma-separated splits to write (train,val,test)",
+    )
     parser.add_argument("--shard-size", type=int, default=1000, help="samples per tar shard")
     parser.add_argument("--image-format", default="jpg", choices=("jpg", "png", "webp"))
     parser.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an earlier export in the output folders")
-    parser.add_argument("overrides", nargs="*",
-                        help="config overrides as for training, e.g. data.source.num_train=5000 "
-                        "seed=1")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier export in the output folders"
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="config overrides as for training, e.g. data.source.num_train=5000 seed=1",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     data, seed = compose_data_config(args.overrides)
     written = export_data(
-        data, seed, args.out, args.format, args.splits, args.shard_size, args.image_format,
-        args.quality, args.overwrite,
+        data,
+        seed,
+        args.out,
+        args.format,
+        _split_list(args.splits),
+        args.shard_size,
+        args.image_format,
+        args.quality,
+        args.overwrite,
     )
     for k, p in written.items():
         print(f"{k:>24}: {p}")

@@ -78,15 +78,19 @@ def _ignore_synthetic_knobs(source: str, knobs: Mapping[str, Any], accepted: Seq
             f"{sorted(accepted)}"
         )
     if knobs:
-        log.info("data.source '%s': ignoring synthetic-generator option(s) %s (no meaning for "
-                 "files)", source, sorted(knobs))
+        log.info(
+            "data.source '%s': ignoring synthetic-generator option(s) %s (no meaning for files)",
+            source,
+            sorted(knobs),
+        )
 
 
 def _accepted(func: Any) -> list[str]:
     import inspect
 
     return [
-        n for n, p in inspect.signature(func).parameters.items()
+        n
+        for n, p in inspect.signature(func).parameters.items()
         if p.kind is not inspect.Parameter.VAR_KEYWORD and n != "seed"
     ]
 
@@ -152,8 +156,13 @@ def pairs_eval_set(name: str, source: Any, templates: list[str]) -> EvalSet:
     names = list(source.class_names or [])
     zeroshot = bool(names) and labels is not None and bool((labels >= 0).any())
     if zeroshot and int(labels.max()) >= len(names):  # type: ignore[union-attr]
-        log.warning("eval set %s: labels go up to %d but only %d class names exist; zero-shot "
-                    "classification is off", name, int(labels.max()), len(names))  # type: ignore[union-attr]
+        log.warning(
+            "eval set %s: labels go up to %d but only %d class names exist; zero-shot "
+            "classification is off",
+            name,
+            int(labels.max()),
+            len(names),
+        )  # type: ignore[union-attr]
         zeroshot = False
     return EvalSet.from_pairs(name, source, names if zeroshot else (), templates)
 
@@ -202,17 +211,26 @@ def csv_splits(
     table = _need_file(path, "data.source.path", "pairs table (.csv/.tsv/.parquet)")
     if root is not None:
         _need_dir(root, "data.source.root", "image root folder")
-    caps = {k: _check_cap(v, f"data.source.{k}") for k, v in
-            (("num_train", num_train), ("num_val", num_val), ("num_test", num_test))}
+    caps = {
+        k: _check_cap(v, f"data.source.{k}")
+        for k, v in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test))
+    }
     temps = load_templates(templates, "data.source.templates")
 
     def read(p: Path, vocab: Any) -> CsvPairs:
         cols = table_columns(p, table_format(p, sep))
         return CsvPairs(
-            p, root=root, image_col=image_col, caption_col=caption_col,
-            tags_col=_auto_col(tags_col, "tags", cols), label_col=_auto_col(label_col, "label", cols),
-            sep=sep, class_names=vocab, check_files=check_files,
-            max_bad_fraction=max_bad_fraction, min_samples=min_samples,
+            p,
+            root=root,
+            image_col=image_col,
+            caption_col=caption_col,
+            tags_col=_auto_col(tags_col, "tags", cols),
+            label_col=_auto_col(label_col, "label", cols),
+            sep=sep,
+            class_names=vocab,
+            check_files=check_files,
+            max_bad_fraction=max_bad_fraction,
+            min_samples=min_samples,
         )
 
     train = read(table, class_names)
@@ -224,8 +242,12 @@ def csv_splits(
         p = _need_file(value, f"data.source.{key}", "held-out pairs table")
         return lambda: read(p, vocab)
 
-    log.info("data=csv: %d training pairs from %s (tags: %s)", len(train), table,
-             "yes" if train.tag_table is not None else "no")
+    log.info(
+        "data=csv: %d training pairs from %s (tags: %s)",
+        len(train),
+        table,
+        "yes" if train.tag_table is not None else "no",
+    )
     return DataSplits(
         train=capped(train, caps["num_train"]),
         val=_held_out(eval_name, "val", held("val_path", val_path), caps["num_val"], temps),
@@ -241,16 +263,31 @@ def _auto_col(value: str | None, default: str, columns: list[str]) -> str | None
 
 # --------------------------------------------------------------------- shards: eval helper
 def _shard_eval_builder(
-    spec: Any, key: str, class_names: Any, index_workers: int, index_dir: str | None,
-    max_bad_fraction: float, min_samples: int,
+    spec: Any,
+    key: str,
+    class_names: Any,
+    index_workers: int,
+    index_dir: str | None,
+    max_bad_fraction: float,
+    min_samples: int,
 ) -> Any:
     if spec is None:
         return None
     shards = _shards(spec, key)
     return lambda: IndexedShardPairs(
-        cached_index(shards, class_names, index_dir, None, False, index_workers, False,
-                     max_bad_fraction, min_samples),
-        max_bad_fraction=max_bad_fraction, min_samples=min_samples,
+        cached_index(
+            shards,
+            class_names,
+            index_dir,
+            None,
+            False,
+            index_workers,
+            False,
+            max_bad_fraction,
+            min_samples,
+        ),
+        max_bad_fraction=max_bad_fraction,
+        min_samples=min_samples,
     )
 
 
@@ -267,8 +304,12 @@ class StreamingPairs(WebDatasetPairs):
     def for_rank(self, rank: int, world_size: int, batch_size: int | None = None) -> StreamingPairs:
         """The same stream for ``rank`` of ``world_size``; when resampled, every worker's
         share is a multiple of ``batch_size`` so every rank yields the same full batches."""
-        kwargs = dict(self._kwargs, rank=rank, world_size=world_size,
-                      batch_size=batch_size if self.resampled else None)
+        kwargs = dict(
+            self._kwargs,
+            rank=rank,
+            world_size=world_size,
+            batch_size=batch_size if self.resampled else None,
+        )
         return StreamingPairs(self._urls, max_samples=self.max_samples, **kwargs)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -315,8 +356,10 @@ def webdataset_splits(
     ``index_dir``) and read map-style.
     """
     _ignore_synthetic_knobs("webdataset", synthetic_knobs, _accepted(webdataset_splits))
-    caps = {k: _check_cap(v, f"data.source.{k}") for k, v in
-            (("num_train", num_train), ("num_val", num_val), ("num_test", num_test))}
+    caps = {
+        k: _check_cap(v, f"data.source.{k}")
+        for k, v in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test))
+    }
     if (urls is None) == (sources is None):
         raise ValueError(
             "data=webdataset needs exactly one of data.source.urls (one set of shards) or "
@@ -325,26 +368,41 @@ def webdataset_splits(
     if urls is not None:
         shard_arg: dict[str, Any] = {"urls": _shards(urls, "data.source.urls")}
     else:
-        shard_arg = {"sources": [_shards(s, f"data.source.sources[{k}]") for k, s in enumerate(sources)]}  # type: ignore[arg-type]
+        shard_arg = {
+            "sources": [_shards(s, f"data.source.sources[{k}]") for k, s in enumerate(sources)]
+        }  # type: ignore[arg-type]
     if resampled and samples_per_epoch is None:
         samples_per_epoch = caps["num_train"]
     train = StreamingPairs(
-        shard_arg.get("urls"), sources=shard_arg.get("sources"),
-        weights=None if weights is None else list(weights), rank=0, world_size=1,
-        shuffle_buffer=shuffle_buffer, shuffle_shards=shuffle_shards, seed=seed,
-        resampled=resampled, samples_per_epoch=samples_per_epoch,
-        class_names=_plain_list(class_names), max_bad_fraction=max_bad_fraction,
-        min_samples=min_samples, max_samples=None if resampled else caps["num_train"],
+        shard_arg.get("urls"),
+        sources=shard_arg.get("sources"),
+        weights=None if weights is None else list(weights),
+        rank=0,
+        world_size=1,
+        shuffle_buffer=shuffle_buffer,
+        shuffle_shards=shuffle_shards,
+        seed=seed,
+        resampled=resampled,
+        samples_per_epoch=samples_per_epoch,
+        class_names=_plain_list(class_names),
+        max_bad_fraction=max_bad_fraction,
+        min_samples=min_samples,
+        max_samples=None if resampled else caps["num_train"],
     )
     temps = load_templates(templates, "data.source.templates")
     vocab = train.vocab if train.vocab is not None else _plain_list(class_names)
     build = {
-        k: _shard_eval_builder(v, f"data.source.{k}", vocab, index_workers, index_dir,
-                               max_bad_fraction, min_samples)
+        k: _shard_eval_builder(
+            v, f"data.source.{k}", vocab, index_workers, index_dir, max_bad_fraction, min_samples
+        )
         for k, v in (("val_urls", val_urls), ("test_urls", test_urls))
     }
-    log.info("data=webdataset: %d shard(s), %s samples known, resampled=%s",
-             sum(len(s) for s in train.shards), train.num_known_samples, resampled)
+    log.info(
+        "data=webdataset: %d shard(s), %s samples known, resampled=%s",
+        sum(len(s) for s in train.shards),
+        train.num_known_samples,
+        resampled,
+    )
     return DataSplits(
         train=train,
         val=_held_out(eval_name, "val", build["val_urls"], caps["num_val"], temps),
@@ -403,12 +461,18 @@ def cached_index(
             )
         log.info("loaded shard index %s (%d pairs)", path, len(index))
         BadSampleCounter(max_bad_fraction, min_samples, name=f"index {path}").merge(
-            _counter_from(index.bad)).check()
+            _counter_from(index.bad)
+        ).check()
         return index
     log.info("indexing %d shard(s) (one pass, image bytes skipped)...", len(shards))
-    index = index_shards(shards, class_names=class_names, num_workers=workers,
-                         verify_images=verify_images, max_bad_fraction=max_bad_fraction,
-                         min_samples=min_samples)
+    index = index_shards(
+        shards,
+        class_names=class_names,
+        num_workers=workers,
+        verify_images=verify_images,
+        max_bad_fraction=max_bad_fraction,
+        min_samples=min_samples,
+    )
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
@@ -452,24 +516,47 @@ def wds_indexed_splits(
     works, TOnICS included; tags from the ``.json`` ``tags`` field); see
     ``conf/data/wds_indexed.yaml`` and :mod:`vlexp.data.shard_index`."""
     _ignore_synthetic_knobs("wds_indexed", synthetic_knobs, _accepted(wds_indexed_splits))
-    caps = {k: _check_cap(v, f"data.source.{k}") for k, v in
-            (("num_train", num_train), ("num_val", num_val), ("num_test", num_test))}
+    caps = {
+        k: _check_cap(v, f"data.source.{k}")
+        for k, v in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test))
+    }
     shards = _shards(urls, "data.source.urls")
     names = _plain_list(class_names)
-    index = cached_index(shards, names, index_dir, index_path, rebuild_index, index_workers,
-                         verify_images, max_bad_fraction, min_samples)
-    train = IndexedShardPairs(index, max_open_files=max_open_files,
-                              max_bad_fraction=max_bad_fraction, min_samples=min_samples)
+    index = cached_index(
+        shards,
+        names,
+        index_dir,
+        index_path,
+        rebuild_index,
+        index_workers,
+        verify_images,
+        max_bad_fraction,
+        min_samples,
+    )
+    train = IndexedShardPairs(
+        index,
+        max_open_files=max_open_files,
+        max_bad_fraction=max_bad_fraction,
+        min_samples=min_samples,
+    )
     temps = load_templates(templates, "data.source.templates")
-    vocab = ClassVocab(index.class_names, index.tags.parents if index.tags is not None else None) \
-        if index.class_names else names
+    vocab = (
+        ClassVocab(index.class_names, index.tags.parents if index.tags is not None else None)
+        if index.class_names
+        else names
+    )
     build = {
-        k: _shard_eval_builder(v, f"data.source.{k}", vocab, index_workers, index_dir,
-                               max_bad_fraction, min_samples)
+        k: _shard_eval_builder(
+            v, f"data.source.{k}", vocab, index_workers, index_dir, max_bad_fraction, min_samples
+        )
         for k, v in (("val_urls", val_urls), ("test_urls", test_urls))
     }
-    log.info("data=wds_indexed: %d training pairs in %d shard(s) (tags: %s)", len(train),
-             len(shards), "yes" if train.tag_table is not None else "no")
+    log.info(
+        "data=wds_indexed: %d training pairs in %d shard(s) (tags: %s)",
+        len(train),
+        len(shards),
+        "yes" if train.tag_table is not None else "no",
+    )
     return DataSplits(
         train=capped(train, caps["num_train"]),
         val=_held_out(eval_name, "val", build["val_urls"], caps["num_val"], temps),
@@ -484,7 +571,9 @@ def is_streaming(source: Any) -> bool:
 
 
 def check_streaming_setup(
-    source: Any, sampler_cfg: Mapping[str, Any], filter_cfg: Mapping[str, Any],
+    source: Any,
+    sampler_cfg: Mapping[str, Any],
+    filter_cfg: Mapping[str, Any],
     total_steps: int | None,
 ) -> None:
     """Raise a clear error when the config asks a streaming source for something it cannot do."""

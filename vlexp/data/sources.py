@@ -21,5 +21,5 @@ class DataSplits:
 DATASETS: Registry[DataSplits] = Registry("data source", config_group="data.source")
 
 
-from vlexp.data import synthetic_source  # noqa: E402,F401  (registration)
-from vlexp.data import file_sources  # noqa: E402,F401  (registration: csv, webdataset, wds_indexed)
+# registration of the built-in sources (csv, webdataset, wds_indexed; synthetic)
+from vlexp.data import file_sources, synthetic_source  # noqa: E402,F401

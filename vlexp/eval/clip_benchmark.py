@@ -50,7 +50,9 @@ class ClipBenchmarkTokenizer:
     def __init__(self, model: TwoTower) -> None:
         self.model = model
 
-    def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
+    def __call__(
+        self, texts: str | Sequence[str], context_length: int | None = None
+    ) -> torch.Tensor:
         if isinstance(texts, str):
             texts = [texts]
         tok = self.model.tokenize(list(texts))
@@ -82,7 +84,9 @@ class ClipBenchmarkModel(nn.Module):
             )
         return self.model.encode_text(ids, mask, normalize=normalize)
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(image embeddings, text embeddings)``."""
         return self.encode_image(images), self.encode_text(tokens)
 
@@ -92,7 +96,9 @@ def preprocess(model: TwoTower) -> Callable[[Any], torch.Tensor]:
     return image_transform(model.image_size, model.image_mean, model.image_std, train=False)
 
 
-def wrap(model: TwoTower) -> tuple[ClipBenchmarkModel, Callable[[Any], torch.Tensor], ClipBenchmarkTokenizer]:
+def wrap(
+    model: TwoTower,
+) -> tuple[ClipBenchmarkModel, Callable[[Any], torch.Tensor], ClipBenchmarkTokenizer]:
     """``(model, transform, tokenizer)`` as CLIP_benchmark's loaders return them."""
     return ClipBenchmarkModel(model).eval(), preprocess(model), ClipBenchmarkTokenizer(model)
 
@@ -107,7 +113,9 @@ def resolve_checkpoint(pretrained: str | os.PathLike) -> Path:
         for name in ("best.ckpt", "last.ckpt"):
             if (p / "checkpoints" / name).is_file():
                 return p / "checkpoints" / name
-        raise FileNotFoundError(f"run directory {p} has no checkpoints/best.ckpt or checkpoints/last.ckpt")
+        raise FileNotFoundError(
+            f"run directory {p} has no checkpoints/best.ckpt or checkpoints/last.ckpt"
+        )
     raise FileNotFoundError(
         f"--pretrained {pretrained}: no such checkpoint file or run directory (give the .ckpt "
         "written by python -m vlexp.run, or its run directory)"
@@ -117,7 +125,11 @@ def resolve_checkpoint(pretrained: str | os.PathLike) -> Path:
 def run_config_path(ckpt: Path, config: str | os.PathLike | None = None) -> Path:
     """The run config of ``ckpt``: ``config`` when given, else ``<run dir>/.hydra/config.yaml``
     (the checkpoint lives in ``<run dir>/checkpoints/``)."""
-    path = Path(config).expanduser() if config else ckpt.resolve().parent.parent / ".hydra" / "config.yaml"
+    path = (
+        Path(config).expanduser()
+        if config
+        else ckpt.resolve().parent.parent / ".hydra" / "config.yaml"
+    )
     if not path.is_file():
         raise FileNotFoundError(
             f"no run config at {path}: pass the config of the run that wrote {ckpt} "
@@ -127,7 +139,9 @@ def run_config_path(ckpt: Path, config: str | os.PathLike | None = None) -> Path
 
 
 def load_two_tower(
-    ckpt: str | os.PathLike, config: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+    ckpt: str | os.PathLike,
+    config: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
 ) -> TwoTower:
     """The trained :class:`TwoTower` of a vlexp checkpoint (rebuilt from the run's encoder
     config, weights loaded strictly), in eval mode on ``device``."""
@@ -140,7 +154,7 @@ def load_two_tower(
     model = ENCODERS.build(OmegaConf.to_container(cfg.encoder, resolve=True))
     state = torch.load(path, map_location="cpu", weights_only=False)
     state = state.get("state_dict", state)
-    weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    weights = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     if not weights:
         raise ValueError(f"{path} holds no 'model.*' weights; is it a vlexp checkpoint?")
     model.load_state_dict(weights, strict=True)
@@ -162,7 +176,9 @@ def load_checkpoint(
     return wrapped.to(device), transform, tokenizer
 
 
-def _topk_accuracy(output: torch.Tensor, target: torch.Tensor, topk: Sequence[int] = (1,)) -> list[float]:
+def _topk_accuracy(
+    output: torch.Tensor, target: torch.Tensor, topk: Sequence[int] = (1,)
+) -> list[float]:
     """CLIP_benchmark's ``accuracy`` (fraction of rows whose target is among the top-k
     logits), returning Python floats without NumPy's size-1 array -> float conversion."""
     pred = output.topk(max(topk), 1, True, True)[1].t()

@@ -170,7 +170,9 @@ def read_karpathy(
     blob = json.loads(annotations.read_text(encoding="utf-8"))
     images = blob.get("images") if isinstance(blob, dict) else None
     if not isinstance(images, list):
-        raise ValueError(f"{annotations}: expected a JSON object with an 'images' list (Karpathy layout)")
+        raise ValueError(
+            f"{annotations}: expected a JSON object with an 'images' list (Karpathy layout)"
+        )
     files, captions = [], []
     splits_found = set()
     for k, im in enumerate(images):
@@ -218,7 +220,9 @@ def karpathy_set(
     """
     root_p = _need_dir(root, f"{config_key}.root", "image root folder")
     ann = annotations if annotations is not None else root_p / default_annotations
-    ann_p = _need_file(ann, f"{config_key}.annotations", f"Karpathy split JSON ({default_annotations})")
+    ann_p = _need_file(
+        ann, f"{config_key}.annotations", f"Karpathy split JSON ({default_annotations})"
+    )
     base = root_p / image_dir if image_dir else root_p
     if image_dir:
         _need_dir(base, f"{config_key}.image_dir", f"image folder {image_dir!r} inside root")
@@ -233,8 +237,14 @@ def karpathy_set(
         images.verify(config_key)
     flat = [c for caps in captions for c in caps]
     owner = np.repeat(np.arange(len(captions)), [len(c) for c in captions])
-    log.info("eval set %s: %d images, %d captions (%s split of %s)", set_name, len(paths),
-             len(flat), split, ann_p)
+    log.info(
+        "eval set %s: %d images, %d captions (%s split of %s)",
+        set_name,
+        len(paths),
+        len(flat),
+        split,
+        ann_p,
+    )
     return EvalSet(set_name, images, flat, owner, retrieval=True)
 
 
@@ -255,8 +265,17 @@ def _karpathy_factory(name: str, annotations_file: str, default_image_dir: str):
         config_key: str = f"eval.extra_sets.{name}",
     ) -> EvalSet:
         return karpathy_set(
-            set_name, root, annotations, annotations_file, image_dir, split, captions_per_image,
-            max_images, check_files, verify_images, config_key,
+            set_name,
+            root,
+            annotations,
+            annotations_file,
+            image_dir,
+            split,
+            captions_per_image,
+            max_images,
+            check_files,
+            verify_images,
+            config_key,
         )
 
     build.__name__ = f"{name}_set"
@@ -280,7 +299,8 @@ def list_image_folder(
     paths, labels = [], []
     for c, folder in enumerate(classes):
         files = sorted(
-            e.path for e in os.scandir(root / folder)
+            e.path
+            for e in os.scandir(root / folder)
             if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES)
         )
         if max_per_class is not None:
@@ -330,7 +350,9 @@ def load_class_names(
     if isinstance(spec, Mapping):
         missing = [f for f in folders if f not in spec]
         if missing:
-            raise ValueError(f"{key}: no class name for folder(s) {missing[:5]} ({len(missing)} in all)")
+            raise ValueError(
+                f"{key}: no class name for folder(s) {missing[:5]} ({len(missing)} in all)"
+            )
         return [str(spec[f]) for f in folders]
     names = [str(n) for n in spec]
     if len(names) != len(folders):
@@ -366,8 +388,14 @@ def imagenet_folder_set(
     images = ImageFiles(paths, labels)
     if verify_images:
         images.verify(config_key)
-    log.info("eval set %s: %d images in %d classes, %d templates (%s)", set_name, len(paths),
-             len(folders), len(temps), root_p)
+    log.info(
+        "eval set %s: %d images in %d classes, %d templates (%s)",
+        set_name,
+        len(paths),
+        len(folders),
+        len(temps),
+        root_p,
+    )
     return EvalSet(set_name, images, [], np.zeros(0, dtype=np.int64), names, temps, retrieval=False)
 
 
