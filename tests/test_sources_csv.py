@@ -188,7 +188,6 @@ def test_tiny_run_on_csv_completes(exported, tmp_path):
             "data.batch_size=8",
             "trainer.max_steps=8",
             "trainer.val_check_interval=4",
-            "viz.enabled=false",
         ],
         output_dir=tmp_path / "run",
     )
@@ -197,3 +196,4 @@ def test_tiny_run_on_csv_completes(exported, tmp_path):
     assert metrics["global_step"] == 8 and value == metrics["monitor_value"]
     assert "test/heldout/i2t_R@1" in metrics["test"]
     assert "test/heldout/zeroshot_top1" in metrics["test"]
+    assert any((tmp_path / "run" / "viz").glob("*.png"))  # the viz callback reads file sets
