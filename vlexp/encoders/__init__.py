@@ -4,6 +4,4 @@ from vlexp.encoders.base import ENCODERS, TwoTower
 
 __all__ = ["ENCODERS", "TwoTower"]
 
-import vlexp.encoders.open_clip_tower  # noqa: E402,F401  (registration: open_clip)
-import vlexp.encoders.pretrained  # noqa: E402,F401  (registration: pretrained_small, hf_timm)
-from vlexp.encoders import tiny  # noqa: E402,F401  (registration)
+from vlexp.encoders import open_clip_tower, pretrained, tiny  # noqa: E402,F401,I001  (registration)

@@ -4,5 +4,4 @@ from vlexp.filters.base import FILTERS, FilterReport, PairFilter
 
 __all__ = ["FILTERS", "FilterReport", "PairFilter"]
 
-from vlexp.filters import none  # noqa: E402,F401  (registration)
-from vlexp.filters import cat  # noqa: E402,F401
+from vlexp.filters import cat, none  # noqa: E402,F401,I001  (registration)

@@ -5,8 +5,4 @@ from vlexp.objectives.distributed import GatheredFeatures, gather_features
 
 __all__ = ["OBJECTIVES", "Objective", "ObjectiveOutput", "GatheredFeatures", "gather_features"]
 
-import vlexp.objectives.composite  # noqa: E402,F401  (registration)
-import vlexp.objectives.concepts  # noqa: E402,F401  (registration)
-import vlexp.objectives.hnnce  # noqa: E402,F401  (registration)
-from vlexp.objectives import clip  # noqa: E402,F401  (registration)
-from vlexp.objectives import softalign  # noqa: E402,F401
+from vlexp.objectives import clip, composite, concepts, hnnce, softalign  # noqa: E402,F401,I001  (registration)
