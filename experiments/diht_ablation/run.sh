@@ -3,7 +3,10 @@
 # all + TOnICS sampler; then the few-shot probe of the `all` run and the results table.
 # Usage, from anywhere:
 #   experiments/diht_ablation/run.sh [SWEEP_DIR]        (default multirun/diht_ablation)
-#   SEEDS="0 1" experiments/diht_ablation/run.sh        (more seeds; default 0)
+#   SEEDS="0 2" experiments/diht_ablation/run.sh        (more seeds; default 0; not 1, the
+#                                                        teacher's data seed)
+#   NOISE_SEEDS="2 3" experiments/diht_ablation/run.sh  (also the CLIP row with these seeds,
+#       in SWEEP_DIR/noise: the seed-to-seed spread; ~2.6 min each, off by default)
 # Steps (a finished step's outputs are reused, so an interrupted run resumes):
 #   1. the synthetic teacher: a small CNN on the synthetic object classes, trained on the
 #      seed-1 train split (images disjoint from the ablation's seed-0 split), 2 epochs;
@@ -17,6 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SWEEP_DIR="${1:-multirun/diht_ablation}"
 SEEDS="${SEEDS:-0}"
+NOISE_SEEDS="${NOISE_SEEDS:-}"
 PY=.venv/bin/python
 HERE=experiments/diht_ablation
 TEACHER="${SWEEP_DIR}/teacher/synthetic_seed1.pt"
@@ -34,6 +38,13 @@ fi
 stamp "2. ablation runs -> ${SWEEP_DIR}/<row>/seed<k>"
 # shellcheck disable=SC2086  # SEEDS is a list
 "${PY}" "${HERE}/ablation.py" run --out "${SWEEP_DIR}" --teacher "${TEACHER}" --seeds ${SEEDS}
+
+if [ -n "${NOISE_SEEDS}" ]; then
+  stamp "2b. seed-noise probe: CLIP row, seeds ${NOISE_SEEDS} -> ${SWEEP_DIR}/noise"
+  # shellcheck disable=SC2086
+  "${PY}" "${HERE}/ablation.py" run --out "${SWEEP_DIR}/noise" --teacher "${TEACHER}" \
+    --rows clip --seeds ${NOISE_SEEDS}
+fi
 
 stamp "3. few-shot probe of ${SWEEP_DIR}/all/seed0"
 if [ ! -f "${SWEEP_DIR}/fewshot/fewshot.json" ]; then
