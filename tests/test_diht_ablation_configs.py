@@ -9,10 +9,12 @@ an untrained synthetic teacher (the rows only need its file format).
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import shutil
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from experiments.diht_ablation.ablation import (
     DATA_KNOBS,
@@ -22,6 +24,7 @@ from experiments.diht_ablation.ablation import (
 )
 from tests.conftest import compose_cfg
 from vlexp.filters.cat import DEFAULT_SPACY_MODEL
+from vlexp.objectives.concepts import ConceptDistillation
 from vlexp.run import train
 from vlexp.teachers import SmallCNN, save_synthetic_teacher
 
@@ -91,9 +94,21 @@ def test_rows_choose_the_intended_pieces(teacher):
     terms = cfg["concepts"].objective.terms
     assert terms.main.name == "clip" and terms.concepts.name == "concepts"
     assert terms.concepts.teacher == {"name": "synthetic", "weights": teacher}
-    # the concept term of row 3 has DiHT's values (class defaults = diht.yaml's)
-    diht_concepts = cfg["all"].objective.terms.concepts
-    assert diht_concepts.teacher.weights == teacher and diht_concepts.weight == 1.0
+    # row 3's concept term (name, weight, teacher, num_workers; the rest from the class
+    # defaults) has the same values as objective=diht's concept term in rows 5 and 6
+    diht_concepts = OmegaConf.to_container(cfg["all"].objective.terms.concepts, resolve=True)
+    row3 = OmegaConf.to_container(terms.concepts, resolve=True)
+    defaults = {
+        k: p.default
+        for k, p in inspect.signature(ConceptDistillation.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    for key, value in diht_concepts.items():
+        expected = row3[key] if key in row3 else defaults[key]
+        if key == "teacher":
+            assert {k: v for k, v in value.items() if v is not None} == expected
+        else:
+            assert value == expected, key
     assert cfg["hnnce"].objective.name == "hnnce" and cfg["hnnce"].objective.beta1 == 0.5
     assert cfg["all"].objective.terms.contrastive.name == "hnnce"
     assert cfg["all"].filter == cfg["cat"].filter

@@ -277,6 +277,26 @@ def test_run_group_order(make_cfg):
     assert run_group(cfg) == "ablation-1"
 
 
+@pytest.mark.parametrize(
+    ("mode", "group"), [("RUN", "diht"), ("MULTIRUN", "train/2026-01-01_00-00-00")]
+)
+def test_run_group_inside_hydra(mode, group):
+    """In a sweep the group is the sweep directory; in a single run the experiment."""
+    from hydra.core.hydra_config import HydraConfig
+
+    setup_globals()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", return_hydra_config=True, overrides=[
+            "experiment=diht", f"hydra.mode={mode}",
+            "hydra.sweep.dir=multirun/train/2026-01-01_00-00-00"])  # fmt: skip
+    try:
+        HydraConfig.instance().set_config(cfg)
+        assert run_group(cfg) == group
+    finally:
+        HydraConfig.instance().cfg = None
+
+
 # ------------------------------------------------------------------ sweep table
 def _job(root: Path, num: int, overrides: list[str], metrics: dict | None, error: str = "") -> None:
     job = root / str(num)

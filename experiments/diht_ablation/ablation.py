@@ -30,6 +30,7 @@ import argparse
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -212,8 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         print("[run] " + shlex.join(["python", *cmd[1:]]), flush=True)
         run_dir.mkdir(parents=True, exist_ok=True)
+        start = time.time()
         with open(run_dir / "stdout.log", "w") as log:
             rc = subprocess.call(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        print(f"[done] {row} seed {seed}: exit {rc} after {time.time() - start:.0f}s", flush=True)
         if rc != 0:
             failed.append(f"{row}/seed{seed} (exit {rc}, see {run_dir}/stdout.log)")
             print(f"[fail] {failed[-1]}", flush=True)
