@@ -140,7 +140,8 @@ def capped(source: Any, n: int | None) -> Any:
 
 
 def _labels_of(source: Any) -> np.ndarray | None:
-    while isinstance(source, Subset):
+    """Per-pair class ids of a reader (through :class:`Subset` views), None when unknown."""
+    if isinstance(source, Subset):
         inner = _labels_of(source.source)
         return None if inner is None else inner[source.indices]
     labels = getattr(source, "labels", None)
@@ -155,14 +156,15 @@ def pairs_eval_set(name: str, source: Any, templates: list[str]) -> EvalSet:
     labels = _labels_of(source)
     names = list(source.class_names or [])
     zeroshot = bool(names) and labels is not None and bool((labels >= 0).any())
-    if zeroshot and int(labels.max()) >= len(names):  # type: ignore[union-attr]
+    top = int(labels.max()) if zeroshot else -1  # type: ignore[union-attr]
+    if top >= len(names):
         log.warning(
             "eval set %s: labels go up to %d but only %d class names exist; zero-shot "
             "classification is off",
             name,
-            int(labels.max()),
+            top,
             len(names),
-        )  # type: ignore[union-attr]
+        )
         zeroshot = False
     return EvalSet.from_pairs(name, source, names if zeroshot else (), templates)
 
