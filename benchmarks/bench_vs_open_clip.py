@@ -1,7 +1,7 @@
 """Training throughput of vlexp vs open_clip_train: same model, batch, precision, data.
 
-    .venv/bin/python benchmarks/bench_vs_open_clip.py [--steps 24] [--batch-size 64]
-        [--workers 1] [--repeats 2] [--device cpu|cuda] [--json out.json]
+    .venv/bin/python benchmarks/bench_vs_open_clip.py [--steps 16] [--batch-size 64]
+        [--workers 1] [--threads 1] [--repeats 5] [--device cpu|cuda] [--json out.json]
 
 * Model: one open_clip model-config dict (``tiny_open_clip_config``: ViT 64 px / patch 8,
   width 96, 4 layers; causal text transformer width 96, 2 layers; embed 128). open_clip
@@ -13,7 +13,10 @@
   benchmark registers a ``bench_csv`` source wrapping it).
 * Training: AdamW, gradient clipping at norm 1.0, symmetric InfoNCE with a learnable
   temperature, ``--workers`` loader processes each, fp32 on CPU (bf16 autocast on CUDA:
-  ``amp_bf16`` vs ``bf16-mixed``), one process each.
+  ``amp_bf16`` vs ``bf16-mixed``), one process each, ``--threads`` intra-op threads each
+  (default 1: on a shared machine several OpenMP threads per process turn other
+  processes' load into barrier waits and step times swing by 2x; ``--threads 0`` keeps
+  torch's default).
 * open_clip runs its real CLI entry point in-process: ``open_clip_train.main.main(argv)``
   (offline: no pretrained weights, no reporting). vlexp runs ``VLModule`` /
   ``VLDataModule`` under the trainer ``vlexp.run.build_trainer`` makes (CSV logger,
@@ -208,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", type=int, default=4, help="first steps not timed")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=1, help="data loader processes per side")
-    ap.add_argument("--repeats", type=int, default=3, help="alternating rounds")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="intra-op threads per process (0: torch's default)"
+    )
+    ap.add_argument("--repeats", type=int, default=5, help="alternating rounds")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--worker", choices=["vlexp", "open_clip"], help=argparse.SUPPRESS)
@@ -246,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"vlexp {med['vlexp']:.1f} samples/s, open_clip_train {med['open_clip']:.1f} samples/s "
         f"(batch {args.batch_size}, {args.steps - args.skip} timed steps x {args.repeats} "
-        f"rounds, {args.workers} loader worker(s), device {args.device}, {_threads()} threads); "
+        f"rounds, {args.workers} loader worker(s), device {args.device}, "
+        f"{args.threads or _threads()} thread(s)); "
         f"mean-step based: {mean['vlexp']:.1f} vs {mean['open_clip']:.1f}"
     )
     print(

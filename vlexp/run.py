@@ -95,6 +95,7 @@ def build_components(cfg: DictConfig) -> tuple[VLModule, VLDataModule]:
         cfg.data, cfg.sampler, cfg.filter, tokenize=model.tokenize,
         image_size=model.image_size, image_mean=model.image_mean, image_std=model.image_std,
         seed=int(cfg.seed), total_steps=max_steps if max_steps > 0 else None,
+        extra_eval_sets=cfg.eval.get("extra_sets"),
     )
     return module, datamodule
 
@@ -169,6 +170,7 @@ def train(cfg: DictConfig) -> float | None:
             "monitor": cfg.eval.monitor, "monitor_value": monitored,
             "val": val_metrics, "test": test_metrics, "test_table": rows,
             "filter_report": report,
+            "bad_samples": datamodule.bad_samples,
         }
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
         log.info("wrote %s", run_dir / "metrics.json")
