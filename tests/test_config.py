@@ -37,9 +37,36 @@ def test_every_option_composes_and_validates(group, option, tmp_path):
     ENCODERS.get(cfg.encoder.name)
 
 
+@pytest.mark.parametrize(
+    "experiment,objective",
+    [(e, o) for e in _options("experiment") for o in _options("objective")],
+)
+def test_experiments_accept_any_objective(experiment, objective, tmp_path):
+    """An experiment file sets data/trainer knobs, never keys of one objective: the
+    documented baselines (``experiment=diht objective=clip``...) must compose."""
+    cfg = compose_cfg([f"experiment={experiment}", f"objective={objective}"],
+                      output_dir=tmp_path)
+    OmegaConf.resolve(cfg)
+    validate_config(cfg)
+    assert cfg.objective.name == OmegaConf.load(
+        Path(CONF_DIR) / "objective" / f"{objective}.yaml").get("name", cfg.objective.name)
+
+
 @pytest.mark.parametrize("option", _options("objective"))
 def test_objectives_instantiate(option, tmp_path):
-    cfg = compose_cfg([f"objective={option}"], output_dir=tmp_path)
+    overrides = [f"objective={option}"]
+    if option == "diht_synthetic":  # needs a synthetic teacher file: an untrained one
+        import torch
+
+        from vlexp.data.synthetic import LEAF_CLASSES
+        from vlexp.teachers import SmallCNN, save_synthetic_teacher
+
+        torch.manual_seed(0)
+        teacher = tmp_path / "synthetic.pt"
+        save_synthetic_teacher(SmallCNN(len(LEAF_CLASSES), width=8), LEAF_CLASSES, 64,
+                               (0.5,) * 3, (0.25,) * 3, teacher)
+        overrides.append(f"objective.terms.concepts.teacher.weights={teacher}")
+    cfg = compose_cfg(overrides, output_dir=tmp_path)
     obj = OBJECTIVES.build(OmegaConf.to_container(cfg.objective, resolve=True), embed_dim=32)
     assert callable(obj)
 

@@ -120,11 +120,5 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(tmp_path, monkeypatc
     # the same batches as the uninterrupted run after the restart, step by step
     resumed = [second.batches[s] for s in range(PREEMPT_AT, 12)]
     expected = [reference.batches[s] for s in range(PREEMPT_AT, 12)]
-    if resumed != expected and resumed[0] == reference.batches[PREEMPT_AT - 1]:
-        pytest.xfail(
-            "known: VLDataModule.state_dict records batch_progress.current.completed, which "
-            "Lightning increments only after on_train_batch_end, where the SIGUSR1 handler "
-            "saved; the resumed run repeats the last trained batch (fix: count .processed)"
-        )
     assert resumed == expected
     assert _step_of(job / "checkpoints" / "last.ckpt") == 12

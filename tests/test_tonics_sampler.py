@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from vlexp.data.types import TagTable
 from vlexp.samplers import SAMPLERS
@@ -314,3 +315,35 @@ def test_clear_errors() -> None:
     TonicsBatchSampler(1000, 10, tags=table, schedule={"name": "constant", "p": 0.3})
     s = TonicsBatchSampler(1000, 10, tags=table, epochs=4)
     assert s.progress(2, 0) == pytest.approx(0.5)
+
+
+def test_lightning_trainer_advances_the_sampler_epoch():
+    """Lightning only calls ``set_epoch`` on ``batch_sampler.sampler``: epoch e must draw
+    ``plan_epoch(e)`` under a real Trainer, not replay epoch 0."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+
+    sampler = SAMPLERS.build({"name": "random"}, num_samples=64, batch_size=8, seed=3)
+    seen: list[list[int]] = []
+
+    class Recorder(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            seen.append(batch.tolist())
+            return (self.w * batch.float().mean()).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    loader = DataLoader(list(range(64)), batch_sampler=sampler)
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        use_distributed_sampler=False, accelerator="cpu")
+    trainer.fit(Recorder(), train_dataloaders=loader)
+    expected = [b.tolist() for e in range(3) for b in sampler.plan_epoch(e)]
+    assert seen == expected
+    assert seen[:8] != seen[8:16]

@@ -230,11 +230,17 @@ class VLDataModule(L.LightningDataModule):
 
     # ---------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
-        """Sampler position for exact resume: epoch and batches *trained* (not prefetched)."""
+        """Sampler position for exact resume: epoch and batches *trained* (not prefetched).
+
+        ``processed`` counts batches whose optimizer step has run; it is the right count
+        wherever a checkpoint is written: in ``on_train_batch_end`` (ModelCheckpoint), in
+        a SLURM signal handler between steps, or at the end of an epoch.
+        ``completed`` lags by one inside ``on_train_batch_end`` and would replay a batch.
+        """
         trainer = getattr(self, "trainer", None)
         if trainer is None or self.train_sampler is None:
             return {}
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         return {"sampler": {"epoch": trainer.current_epoch, "batches_done": int(done)}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

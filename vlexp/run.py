@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from vlexp.callbacks import SamplerStatsCallback
+from vlexp.callbacks import LastCheckpoint, SamplerStatsCallback
 from vlexp.config import validate_config
 from vlexp.datamodule import VLDataModule
 from vlexp.encoders import ENCODERS
@@ -110,7 +110,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         callbacks += [
             ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best",
                             monitor=cfg.eval.monitor, mode=cfg.eval.monitor_mode,
-                            save_last=True, save_top_k=1, auto_insert_metric_name=False),
+                            save_last=False, save_top_k=1, auto_insert_metric_name=False),
+            LastCheckpoint(run_dir / "checkpoints"),
             LearningRateMonitor(logging_interval="step"),
         ]
         loggers = build_loggers(cfg, run_dir) if cfg.logger.name != "none" else False

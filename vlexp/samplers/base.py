@@ -69,7 +69,19 @@ class PlannedBatchSampler(torch.utils.data.Sampler[list[int]]):
         """Global batches of epoch ``epoch``: int64 array (num_batches, global_batch_size)."""
         raise NotImplementedError
 
+    @property
+    def sampler(self) -> PlannedBatchSampler:
+        """This object itself.
+
+        Lightning advances epochs by calling ``set_epoch`` on ``loader.sampler`` and on
+        ``loader.batch_sampler.sampler``, never on the batch sampler; exposing ``sampler``
+        lets that call reach the plan, so epoch ``e`` draws ``plan_epoch(e)`` under any
+        Trainer (without it, every epoch would replay epoch 0).
+        """
+        return self
+
     def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose plan the next ``iter()`` yields (resets the position)."""
         if epoch != self.epoch:
             self.epoch = epoch
             self.batches_done = 0
