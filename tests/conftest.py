@@ -17,7 +17,9 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def compose_cfg(overrides: list[str] | None = None, output_dir: str | Path | None = None) -> DictConfig:
+def compose_cfg(
+    overrides: list[str] | None = None, output_dir: str | Path | None = None
+) -> DictConfig:
     """Compose conf/train.yaml with overrides; set paths.output_dir when given."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

@@ -44,12 +44,12 @@ def test_every_option_composes_and_validates(group, option, tmp_path):
 def test_experiments_accept_any_objective(experiment, objective, tmp_path):
     """An experiment file sets data/trainer knobs, never keys of one objective: the
     documented baselines (``experiment=diht objective=clip``...) must compose."""
-    cfg = compose_cfg([f"experiment={experiment}", f"objective={objective}"],
-                      output_dir=tmp_path)
+    cfg = compose_cfg([f"experiment={experiment}", f"objective={objective}"], output_dir=tmp_path)
     OmegaConf.resolve(cfg)
     validate_config(cfg)
     assert cfg.objective.name == OmegaConf.load(
-        Path(CONF_DIR) / "objective" / f"{objective}.yaml").get("name", cfg.objective.name)
+        Path(CONF_DIR) / "objective" / f"{objective}.yaml"
+    ).get("name", cfg.objective.name)
 
 
 @pytest.mark.parametrize("option", _options("objective"))
@@ -63,8 +63,9 @@ def test_objectives_instantiate(option, tmp_path):
 
         torch.manual_seed(0)
         teacher = tmp_path / "synthetic.pt"
-        save_synthetic_teacher(SmallCNN(len(LEAF_CLASSES), width=8), LEAF_CLASSES, 64,
-                               (0.5,) * 3, (0.25,) * 3, teacher)
+        save_synthetic_teacher(
+            SmallCNN(len(LEAF_CLASSES), width=8), LEAF_CLASSES, 64, (0.5,) * 3, (0.25,) * 3, teacher
+        )
         overrides.append(f"objective.terms.concepts.teacher.weights={teacher}")
     cfg = compose_cfg(overrides, output_dir=tmp_path)
     obj = OBJECTIVES.build(OmegaConf.to_container(cfg.objective, resolve=True), embed_dim=32)
@@ -79,8 +80,13 @@ def test_samplers_instantiate(option, tmp_path):
 
     cfg = compose_cfg([f"sampler={option}"], output_dir=tmp_path)
     tags = TagTable.from_lists([[i % 5] for i in range(200)], [f"c{i}" for i in range(5)])
-    s = SAMPLERS.build(OmegaConf.to_container(cfg.sampler), num_samples=200, batch_size=8,
-                       tags=tags, total_steps=50)
+    s = SAMPLERS.build(
+        OmegaConf.to_container(cfg.sampler),
+        num_samples=200,
+        batch_size=8,
+        tags=tags,
+        total_steps=50,
+    )
     batches = list(s)
     assert len(batches) == len(s) > 0 and all(len(b) == 8 for b in batches)
     assert np.all(np.concatenate(batches) < 200)
@@ -108,6 +114,7 @@ def test_unknown_option_key_is_rejected():
     [
         ("data.batch_size=0", "data.batch_size"),
         ("optim.lr=-1.0", "optim.lr"),
+        ("optim.fused=maybe", "optim.fused"),
         ("trainer.precision=8-bit", "trainer.precision"),
         ("trainer.devices=0", "trainer.devices"),
         ("encoder.init_temperature=0.0", "encoder.init_temperature"),

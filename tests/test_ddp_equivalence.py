@@ -61,8 +61,7 @@ def test_two_process_matches_single_process(name):
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
     port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, port, name, queue))
-             for r in range(2)]
+    procs = [ctx.Process(target=_worker, args=(r, port, name, queue)) for r in range(2)]
     for p in procs:
         p.start()
     ddp_loss, ddp_grads = queue.get()
@@ -73,4 +72,3 @@ def test_two_process_matches_single_process(name):
     torch.testing.assert_close(ddp_loss, loss, rtol=1e-5, atol=1e-5)
     for a, b in zip(ddp_grads, grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-

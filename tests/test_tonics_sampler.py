@@ -323,7 +323,6 @@ def test_lightning_trainer_advances_the_sampler_epoch():
     import lightning as L
     from torch.utils.data import DataLoader
 
-
     sampler = SAMPLERS.build({"name": "random"}, num_samples=64, batch_size=8, seed=3)
     seen: list[list[int]] = []
 
@@ -340,9 +339,15 @@ def test_lightning_trainer_advances_the_sampler_epoch():
             return torch.optim.SGD(self.parameters(), lr=0.0)
 
     loader = DataLoader(list(range(64)), batch_sampler=sampler)
-    trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False,
-                        use_distributed_sampler=False, accelerator="cpu")
+    trainer = L.Trainer(
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        accelerator="cpu",
+    )
     trainer.fit(Recorder(), train_dataloaders=loader)
     expected = [b.tolist() for e in range(3) for b in sampler.plan_epoch(e)]
     assert seen == expected

@@ -24,8 +24,12 @@ def test_tiny_run_writes_outputs(make_cfg, tmp_path):
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["global_step"] == 22
     assert (run / "csv" / "metrics.csv").exists()
-    for key in ("test/synthetic/i2t_R@1", "test/synthetic/t2i_R@10", "test/synthetic/zeroshot_top1",
-                "test/compositional/i2t_R@5"):
+    for key in (
+        "test/synthetic/i2t_R@1",
+        "test/synthetic/t2i_R@10",
+        "test/synthetic/zeroshot_top1",
+        "test/compositional/i2t_R@5",
+    ):
         assert key in metrics["test"], key
     assert metrics["global_step"] == 22
 
@@ -46,12 +50,18 @@ def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
     import vlexp.run as run_mod
     from tests.conftest import compose_cfg
 
-    common = ["debug=tiny_run", "trainer.max_steps=-1", "trainer.val_check_interval=null",
-              "trainer.check_val_every_n_epoch=1", "test_after_fit=false",
-              "trainer.deterministic=true", "trainer.max_epochs=2",
-              # the global torch RNG (random crops) is not part of a checkpoint: use the
-              # deterministic (full-image) crop so both runs see identical pixels
-              "data.train_crop_scale=[1.0,1.0]"]
+    common = [
+        "debug=tiny_run",
+        "trainer.max_steps=-1",
+        "trainer.val_check_interval=null",
+        "trainer.check_val_every_n_epoch=1",
+        "test_after_fit=false",
+        "trainer.deterministic=true",
+        "trainer.max_epochs=2",
+        # the global torch RNG (random crops) is not part of a checkpoint: use the
+        # deterministic (full-image) crop so both runs see identical pixels
+        "data.train_crop_scale=[1.0,1.0]",
+    ]
     train(compose_cfg(common, output_dir=tmp_path / "full"))
 
     class StopAfterFirstEpoch(L.Callback):
@@ -68,8 +78,10 @@ def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
     monkeypatch.setattr(run_mod, "build_trainer", interrupted)
     train(compose_cfg(common, output_dir=tmp_path / "part"))
     monkeypatch.setattr(run_mod, "build_trainer", build)
-    assert torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt",
-                      weights_only=False)["epoch"] == 0
+    assert (
+        torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=False)["epoch"]
+        == 0
+    )
     train(compose_cfg(common + [f"resume={tmp_path / 'part'}"], output_dir=tmp_path / "part"))
     a = _weights(str(tmp_path / "full" / "checkpoints" / "last.ckpt"))
     b = _weights(str(tmp_path / "part" / "checkpoints" / "last.ckpt"))

@@ -12,8 +12,14 @@ from lightning.pytorch.trainer.states import TrainerFn
 class SamplerStatsCallback(L.Callback):
     """Logs ``sampler/<key>`` for whatever the train sampler exposes in ``stats``."""
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         sampler = getattr(trainer.datamodule, "train_sampler", None)
         stats = getattr(sampler, "stats", None) or {}
         if stats and trainer.global_step % max(1, trainer.log_every_n_steps) == 0:

@@ -23,8 +23,14 @@ def _get(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.select(cfg, key, default=None)
 
 
-def _check(cfg: DictConfig, key: str, ok: Callable[[Any], bool], allowed: str,
-           errors: list[str], required: bool = True) -> None:
+def _check(
+    cfg: DictConfig,
+    key: str,
+    ok: Callable[[Any], bool],
+    allowed: str,
+    errors: list[str],
+    required: bool = True,
+) -> None:
     value = _get(cfg, key)
     if value is None and not required:
         return
@@ -49,40 +55,94 @@ def validate_config(cfg: DictConfig) -> None:
     e: list[str] = []
     _check(cfg, "seed", _is_int, "an integer", e)
     _check(cfg, "data.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1", e)
-    _check(cfg, "data.eval_batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1", e, False)
+    _check(
+        cfg, "data.eval_batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1", e, False
+    )
     _check(cfg, "data.num_workers", lambda v: _is_int(v) and v >= 0, "an integer >= 0", e)
     _check(cfg, "data.source.name", lambda v: isinstance(v, str) and v, "a data source name", e)
     _check(cfg, "optim.lr", lambda v: _is_num(v) and 0 < v < 1, "a float in (0, 1)", e)
     _check(cfg, "optim.weight_decay", lambda v: _is_num(v) and v >= 0, "a float >= 0", e)
     _check(cfg, "optim.warmup_steps", lambda v: _is_int(v) and v >= 0, "an integer >= 0", e)
+    _check(
+        cfg,
+        "optim.fused",
+        lambda v: isinstance(v, bool),
+        "true, false or null (auto)",
+        e,
+        required=False,
+    )
     _check(cfg, "optim.min_lr_ratio", lambda v: _is_num(v) and 0 <= v <= 1, "a float in [0, 1]", e)
-    _check(cfg, "optim.betas", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v),
-           "two floats in [0, 1)", e)
+    _check(
+        cfg,
+        "optim.betas",
+        lambda v: len(v) == 2 and all(0 <= b < 1 for b in v),
+        "two floats in [0, 1)",
+        e,
+    )
     _check(cfg, "encoder.name", lambda v: isinstance(v, str) and v, "an encoder name", e)
     _check(cfg, "encoder.embed_dim", lambda v: _is_int(v) and v >= 1, "an integer >= 1", e, False)
-    _check(cfg, "encoder.init_temperature", lambda v: _is_num(v) and 0 < v <= 1,
-           "a temperature in (0, 1]", e, False)
-    _check(cfg, "encoder.max_logit_scale", lambda v: _is_num(v) and v >= 1, "a float >= 1", e, False)
+    _check(
+        cfg,
+        "encoder.init_temperature",
+        lambda v: _is_num(v) and 0 < v <= 1,
+        "a temperature in (0, 1]",
+        e,
+        False,
+    )
+    _check(
+        cfg, "encoder.max_logit_scale", lambda v: _is_num(v) and v >= 1, "a float >= 1", e, False
+    )
     _check(cfg, "objective.name", lambda v: isinstance(v, str) and v, "an objective name", e)
     _check(cfg, "sampler.name", lambda v: isinstance(v, str) and v, "a sampler name", e)
     _check(cfg, "filter.name", lambda v: isinstance(v, str) and v, "a filter name", e)
     _check(cfg, "trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {PRECISIONS}", e)
     _check(cfg, "trainer.accelerator", lambda v: v in ACCELERATORS, f"one of {ACCELERATORS}", e)
-    _check(cfg, "trainer.devices",
-           lambda v: v == "auto" or (_is_int(v) and (v >= 1 or v == -1))
-           or (OmegaConf.is_list(v) and len(v) > 0),
-           "an integer >= 1, -1, 'auto' or a list of device ids", e)
+    _check(
+        cfg,
+        "trainer.devices",
+        lambda v: (
+            v == "auto"
+            or (_is_int(v) and (v >= 1 or v == -1))
+            or (OmegaConf.is_list(v) and len(v) > 0)
+        ),
+        "an integer >= 1, -1, 'auto' or a list of device ids",
+        e,
+    )
     _check(cfg, "trainer.num_nodes", lambda v: _is_int(v) and v >= 1, "an integer >= 1", e, False)
-    _check(cfg, "trainer.max_steps", lambda v: _is_int(v) and (v >= 1 or v == -1),
-           "an integer >= 1 (or -1 with max_epochs)", e)
-    _check(cfg, "trainer.accumulate_grad_batches", lambda v: _is_int(v) and v >= 1,
-           "an integer >= 1", e, False)
-    _check(cfg, "trainer.gradient_clip_val", lambda v: _is_num(v) and v >= 0,
-           "a float >= 0 (0 disables clipping)", e, False)
-    _check(cfg, "eval.ks", lambda v: len(v) > 0 and all(_is_int(k) and k >= 1 for k in v),
-           "a non-empty list of integers >= 1", e)
+    _check(
+        cfg,
+        "trainer.max_steps",
+        lambda v: _is_int(v) and (v >= 1 or v == -1),
+        "an integer >= 1 (or -1 with max_epochs)",
+        e,
+    )
+    _check(
+        cfg,
+        "trainer.accumulate_grad_batches",
+        lambda v: _is_int(v) and v >= 1,
+        "an integer >= 1",
+        e,
+        False,
+    )
+    _check(
+        cfg,
+        "trainer.gradient_clip_val",
+        lambda v: _is_num(v) and v >= 0,
+        "a float >= 0 (0 disables clipping)",
+        e,
+        False,
+    )
+    _check(
+        cfg,
+        "eval.ks",
+        lambda v: len(v) > 0 and all(_is_int(k) and k >= 1 for k in v),
+        "a non-empty list of integers >= 1",
+        e,
+    )
     _check(cfg, "eval.monitor_mode", lambda v: v in ("min", "max"), "'min' or 'max'", e)
-    _check(cfg, "logger.name", lambda v: v in ("wandb", "csv", "none"), "'wandb', 'csv' or 'none'", e)
+    _check(
+        cfg, "logger.name", lambda v: v in ("wandb", "csv", "none"), "'wandb', 'csv' or 'none'", e
+    )
     if _get(cfg, "trainer.max_steps") == -1 and (_get(cfg, "trainer.max_epochs") or -1) < 1:
         e.append("  trainer.max_steps=-1 needs trainer.max_epochs >= 1 (else training never ends)")
     acc = _get(cfg, "trainer.accumulate_grad_batches")

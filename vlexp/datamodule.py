@@ -73,8 +73,13 @@ class VLDataModule(L.LightningDataModule):
         self.total_steps = total_steps
         self.extra_eval_sets = _plain(extra_eval_sets) if extra_eval_sets else None
         self.train_collate = PairCollator(
-            image_transform(image_size, image_mean, image_std, True,
-                            self.data_cfg.get("train_crop_scale", (0.9, 1.0))),
+            image_transform(
+                image_size,
+                image_mean,
+                image_std,
+                True,
+                self.data_cfg.get("train_crop_scale", (0.9, 1.0)),
+            ),
             tokenize,
         )
         self.eval_collate = ImageCollator(image_transform(image_size, image_mean, image_std, False))
@@ -103,19 +108,30 @@ class VLDataModule(L.LightningDataModule):
         flt = FILTERS.build(self.filter_cfg)
         report = FilterReport()
         captions = list(source.captions)
-        chunk = int(self.filter_cfg.get("chunk_size", 4096)) if isinstance(self.filter_cfg, dict) else 4096
+        chunk = (
+            int(self.filter_cfg.get("chunk_size", 4096))
+            if isinstance(self.filter_cfg, dict)
+            else 4096
+        )
         keep = np.ones(len(captions), dtype=bool)
         for s in range(0, len(captions), chunk):
             caps = captions[s : s + chunk]
-            imgs = [source[i]["image"] for i in range(s, s + len(caps))] if flt.needs_images else None
+            imgs = (
+                [source[i]["image"] for i in range(s, s + len(caps))] if flt.needs_images else None
+            )
             k, reasons = flt.decide(caps, imgs)
             keep[s : s + len(caps)] = k
             report.add(caps, k, reasons)
         self.filter_report = report
         if report.kept == report.total:
             return source
-        log.info("filter %s kept %d of %d pairs (%s)", self.filter_cfg.get("name"),
-                 report.kept, report.total, dict(report.dropped))
+        log.info(
+            "filter %s kept %d of %d pairs (%s)",
+            self.filter_cfg.get("name"),
+            report.kept,
+            report.total,
+            dict(report.dropped),
+        )
         if report.kept == 0:
             raise RuntimeError(
                 f"filter '{self.filter_cfg.get('name')}' dropped every training pair "
@@ -164,8 +180,13 @@ class VLDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             self._stream.set_epoch(trainer.current_epoch)
-        return DataLoader(self._stream, batch_size=bs, collate_fn=self.train_collate,
-                          drop_last=True, **self._loader_kwargs())
+        return DataLoader(
+            self._stream,
+            batch_size=bs,
+            collate_fn=self.train_collate,
+            drop_last=True,
+            **self._loader_kwargs(),
+        )
 
     def train_dataloader(self) -> DataLoader:
         if is_streaming(self.train_set):
@@ -178,7 +199,9 @@ class VLDataModule(L.LightningDataModule):
         if trainer is not None:
             self.train_sampler.set_epoch(trainer.current_epoch)
         return DataLoader(
-            self.train_set, batch_sampler=self.train_sampler, collate_fn=self.train_collate,
+            self.train_set,
+            batch_sampler=self.train_sampler,
+            collate_fn=self.train_collate,
             **self._loader_kwargs(),
         )
 
@@ -186,8 +209,13 @@ class VLDataModule(L.LightningDataModule):
         rank, world = self._rank_world()
         bs = int(self.data_cfg.get("eval_batch_size", 256))
         return [
-            DataLoader(s.images, batch_size=bs, sampler=_RankShard(len(s.images), rank, world),
-                       collate_fn=self.eval_collate, **self._loader_kwargs())
+            DataLoader(
+                s.images,
+                batch_size=bs,
+                sampler=_RankShard(len(s.images), rank, world),
+                collate_fn=self.eval_collate,
+                **self._loader_kwargs(),
+            )
             for s in sets
         ]
 

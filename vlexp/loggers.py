@@ -42,12 +42,22 @@ def _wandb_logger(cfg: DictConfig, run_dir: Path) -> Logger:
     mode = cfg.logger.get("mode") or os.environ.get("WANDB_MODE") or "offline"
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_CONSOLE", "off")
-    tags = [f"objective:{cfg.objective.name}", f"sampler:{cfg.sampler.name}",
-            f"filter:{cfg.filter.name}", f"encoder:{cfg.encoder.name}", *cfg.get("tags", [])]
+    tags = [
+        f"objective:{cfg.objective.name}",
+        f"sampler:{cfg.sampler.name}",
+        f"filter:{cfg.filter.name}",
+        f"encoder:{cfg.encoder.name}",
+        *cfg.get("tags", []),
+    ]
     logger = WandbLogger(
-        project=cfg.logger.project, entity=cfg.logger.get("entity"),
-        group=run_group(cfg), save_dir=str(run_dir), mode=mode,
-        tags=tags, config=flat_config(cfg), settings=_wandb_settings(),
+        project=cfg.logger.project,
+        entity=cfg.logger.get("entity"),
+        group=run_group(cfg),
+        save_dir=str(run_dir),
+        mode=mode,
+        tags=tags,
+        config=flat_config(cfg),
+        settings=_wandb_settings(),
     )
     return logger
 

@@ -78,23 +78,39 @@ def build_components(cfg: DictConfig) -> tuple[VLModule, VLDataModule]:
     FILTERS.get(cfg.filter.name)
 
     model = ENCODERS.build(OmegaConf.to_container(cfg.encoder, resolve=True))
-    apply_model_opts(model, OmegaConf.to_container(cfg.model_opts, resolve=True)
-                     if "model_opts" in cfg else None)
+    apply_model_opts(
+        model, OmegaConf.to_container(cfg.model_opts, resolve=True) if "model_opts" in cfg else None
+    )
     objective = OBJECTIVES.build(
-        OmegaConf.to_container(cfg.objective, resolve=True), embed_dim=model.embed_dim,
-        image_mean=model.image_mean, image_std=model.image_std,
+        OmegaConf.to_container(cfg.objective, resolve=True),
+        embed_dim=model.embed_dim,
+        image_mean=model.image_mean,
+        image_std=model.image_std,
     )
     module = VLModule(
-        model, objective, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-        betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, warmup_steps=cfg.optim.warmup_steps,
-        min_lr_ratio=cfg.optim.min_lr_ratio, eval_ks=tuple(cfg.eval.ks),
+        model,
+        objective,
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay,
+        betas=tuple(cfg.optim.betas),
+        eps=cfg.optim.eps,
+        warmup_steps=cfg.optim.warmup_steps,
+        min_lr_ratio=cfg.optim.min_lr_ratio,
+        fused=cfg.optim.get("fused"),
+        eval_ks=tuple(cfg.eval.ks),
         eval_chunk_size=cfg.eval.chunk_size,
     )
     max_steps = int(cfg.trainer.max_steps)
     datamodule = VLDataModule(
-        cfg.data, cfg.sampler, cfg.filter, tokenize=model.tokenize,
-        image_size=model.image_size, image_mean=model.image_mean, image_std=model.image_std,
-        seed=int(cfg.seed), total_steps=max_steps if max_steps > 0 else None,
+        cfg.data,
+        cfg.sampler,
+        cfg.filter,
+        tokenize=model.tokenize,
+        image_size=model.image_size,
+        image_mean=model.image_mean,
+        image_std=model.image_std,
+        seed=int(cfg.seed),
+        total_steps=max_steps if max_steps > 0 else None,
         extra_eval_sets=cfg.eval.get("extra_sets"),
     )
     return module, datamodule
@@ -108,9 +124,15 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     loggers: Any = False
     if not fast:
         callbacks += [
-            ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best",
-                            monitor=cfg.eval.monitor, mode=cfg.eval.monitor_mode,
-                            save_last=False, save_top_k=1, auto_insert_metric_name=False),
+            ModelCheckpoint(
+                dirpath=str(run_dir / "checkpoints"),
+                filename="best",
+                monitor=cfg.eval.monitor,
+                mode=cfg.eval.monitor_mode,
+                save_last=False,
+                save_top_k=1,
+                auto_insert_metric_name=False,
+            ),
             LastCheckpoint(run_dir / "checkpoints"),
             LearningRateMonitor(logging_interval="step"),
         ]
@@ -119,12 +141,21 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         if viz is not None and viz.get("enabled", False):
             from vlexp.viz.callback import VizCallback
 
-            callbacks.append(VizCallback(run_dir / "viz", num_images=int(viz.num_images),
-                                         num_queries=int(viz.num_queries), top_k=int(viz.top_k)))
+            callbacks.append(
+                VizCallback(
+                    run_dir / "viz",
+                    num_images=int(viz.num_images),
+                    num_queries=int(viz.num_queries),
+                    top_k=int(viz.top_k),
+                )
+            )
     return L.Trainer(
-        default_root_dir=str(run_dir), callbacks=callbacks, logger=loggers,
+        default_root_dir=str(run_dir),
+        callbacks=callbacks,
+        logger=loggers,
         use_distributed_sampler=False,  # vlexp's batch samplers split by rank themselves
-        enable_progress_bar=True, **tcfg,
+        enable_progress_bar=True,
+        **tcfg,
     )
 
 
@@ -154,22 +185,33 @@ def train(cfg: DictConfig) -> float | None:
     test_metrics: dict[str, float] = {}
     if cfg.get("test_after_fit", True):
         trainer.test(module, datamodule=datamodule, verbose=False)
-        test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                        if k.startswith("test/")}
+        test_metrics = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")
+        }
     monitored = val_metrics.get(cfg.eval.monitor)
     if trainer.is_global_zero:
         ks = tuple(cfg.eval.ks)
         rows = metrics_rows(test_metrics, datamodule.test_sets, "test", ks)
         if rows:
-            print_metrics_table(rows, f"held-out test metrics ({cfg.objective.name} / "
-                                      f"{cfg.sampler.name} / {cfg.filter.name})")
+            print_metrics_table(
+                rows,
+                f"held-out test metrics ({cfg.objective.name} / "
+                f"{cfg.sampler.name} / {cfg.filter.name})",
+            )
         report = datamodule.filter_report.as_dict() if datamodule.filter_report else None
         summary = {
-            "objective": cfg.objective.name, "sampler": cfg.sampler.name,
-            "filter": cfg.filter.name, "encoder": cfg.encoder.name, "seed": int(cfg.seed),
-            "global_step": trained_steps(trainer, run_dir), "fit_seconds": round(fit_seconds, 1),
-            "monitor": cfg.eval.monitor, "monitor_value": monitored,
-            "val": val_metrics, "test": test_metrics, "test_table": rows,
+            "objective": cfg.objective.name,
+            "sampler": cfg.sampler.name,
+            "filter": cfg.filter.name,
+            "encoder": cfg.encoder.name,
+            "seed": int(cfg.seed),
+            "global_step": trained_steps(trainer, run_dir),
+            "fit_seconds": round(fit_seconds, 1),
+            "monitor": cfg.eval.monitor,
+            "monitor_value": monitored,
+            "val": val_metrics,
+            "test": test_metrics,
+            "test_table": rows,
             "filter_report": report,
             "bad_samples": datamodule.bad_samples,
         }

@@ -19,7 +19,11 @@ def image_transform(
     """Train: random resized crop (no flips: they would falsify 'left of' captions).
     Eval: resize + centre crop. Both end with tensor conversion and normalisation."""
     if train:
-        geo = [T.RandomResizedCrop(image_size, scale=tuple(crop_scale), ratio=(0.9, 1.1), antialias=True)]
+        geo = [
+            T.RandomResizedCrop(
+                image_size, scale=tuple(crop_scale), ratio=(0.9, 1.1), antialias=True
+            )
+        ]
     else:
         geo = [T.Resize(image_size, antialias=True), T.CenterCrop(image_size)]
     return T.Compose([*geo, T.ToTensor(), T.Normalize(mean, std)])
@@ -32,7 +36,9 @@ class PairCollator:
     ``label`` (B,), ``tags`` (B,T) padded with -1.
     """
 
-    def __init__(self, transform: Callable, tokenize: Callable[[list[str]], dict[str, torch.Tensor]]):
+    def __init__(
+        self, transform: Callable, tokenize: Callable[[list[str]], dict[str, torch.Tensor]]
+    ):
         self.transform = transform
         self.tokenize = tokenize
 

@@ -41,7 +41,9 @@ class TagTable:
         self.parents = np.asarray(self.parents, dtype=np.int32)
         if self.offsets.ndim != 1 or self.offsets[0] != 0 or self.offsets[-1] != len(self.values):
             raise ValueError("TagTable offsets must start at 0 and end at len(values)")
-        if len(self.values) and (self.values.min() < 0 or self.values.max() >= len(self.class_names)):
+        if len(self.values) and (
+            self.values.min() < 0 or self.values.max() >= len(self.class_names)
+        ):
             raise ValueError("TagTable values must be class ids in [0, num_classes)")
 
     @property

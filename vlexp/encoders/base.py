@@ -65,7 +65,9 @@ class TwoTower(nn.Module):
         return F.normalize(z, dim=-1) if normalize else z
 
     def encode_text(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
         normalize: bool = True,
     ) -> torch.Tensor:
         if attention_mask is None:
@@ -76,8 +78,11 @@ class TwoTower(nn.Module):
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Token ids and attention mask, padded/truncated to ``context_length``."""
         out = self.tokenizer(
-            list(texts), padding="max_length", truncation=True,
-            max_length=self.context_length, return_tensors="pt",
+            list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=self.context_length,
+            return_tensors="pt",
         )
         return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
 

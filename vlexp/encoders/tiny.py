@@ -37,21 +37,38 @@ def tiny_two_tower(
             f"encoder.image_size ({image_size}) must be a multiple of encoder.patch_size ({patch_size})"
         )
     vit = VisionTransformer(
-        img_size=image_size, patch_size=patch_size, embed_dim=vision_width, depth=vision_depth,
-        num_heads=vision_heads, mlp_ratio=2.0, num_classes=0, global_pool="avg",
+        img_size=image_size,
+        patch_size=patch_size,
+        embed_dim=vision_width,
+        depth=vision_depth,
+        num_heads=vision_heads,
+        mlp_ratio=2.0,
+        num_classes=0,
+        global_pool="avg",
         class_token=False,
     )
     tok = load_tokenizer(tokenizer)
     bert_cfg = BertConfig(
-        vocab_size=tok.vocab_size, hidden_size=text_width, num_hidden_layers=text_depth,
-        num_attention_heads=text_heads, intermediate_size=2 * text_width,
-        max_position_embeddings=max(context_length, 8), hidden_dropout_prob=0.0,
+        vocab_size=tok.vocab_size,
+        hidden_size=text_width,
+        num_hidden_layers=text_depth,
+        num_attention_heads=text_heads,
+        intermediate_size=2 * text_width,
+        max_position_embeddings=max(context_length, 8),
+        hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
     text = HFTextTower(BertModel(bert_cfg, add_pooling_layer=False), pooling=pooling)
     return TwoTower(
-        vit, text, vision_width, text_width, tok, embed_dim=embed_dim,
-        context_length=context_length, image_size=image_size,
-        init_temperature=init_temperature, max_logit_scale=max_logit_scale,
+        vit,
+        text,
+        vision_width,
+        text_width,
+        tok,
+        embed_dim=embed_dim,
+        context_length=context_length,
+        image_size=image_size,
+        init_temperature=init_temperature,
+        max_logit_scale=max_logit_scale,
         learn_temperature=learn_temperature,
     )

@@ -52,7 +52,9 @@ def retrieval_recall(
     return out
 
 
-def retrieval_chance(n_images: int, n_captions: int, captions_per_image: float, k: int) -> dict[str, float]:
+def retrieval_chance(
+    n_images: int, n_captions: int, captions_per_image: float, k: int
+) -> dict[str, float]:
     """Expected recall@K of random rankings (the chance level shown next to results)."""
     i2t = 1.0 - _prob_none_in_top_k(n_captions, captions_per_image, k)
     t2i = min(1.0, k / n_images)

@@ -65,12 +65,17 @@ class EvalSet:
 
     @classmethod
     def from_pairs(
-        cls, name: str, source: Any, class_names: Sequence[str] = (),
+        cls,
+        name: str,
+        source: Any,
+        class_names: Sequence[str] = (),
         templates: Sequence[str] = ("a {}",),
     ) -> EvalSet:
         """One caption per image, taken from a pair source."""
         caps = list(source.captions)
-        return cls(name, _Images(source), caps, np.arange(len(caps)), list(class_names), list(templates))
+        return cls(
+            name, _Images(source), caps, np.arange(len(caps)), list(class_names), list(templates)
+        )
 
     @property
     def num_images(self) -> int:

@@ -27,7 +27,10 @@ def class_embeddings(
 
 @torch.no_grad()
 def zeroshot_accuracy(
-    image_emb: torch.Tensor, labels: torch.Tensor, class_emb: torch.Tensor, ks: Sequence[int] = (1, 5)
+    image_emb: torch.Tensor,
+    labels: torch.Tensor,
+    class_emb: torch.Tensor,
+    ks: Sequence[int] = (1, 5),
 ) -> dict[str, float]:
     """Top-K accuracy of argmax similarity between images and class embeddings."""
     valid = labels >= 0

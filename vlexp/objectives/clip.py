@@ -38,7 +38,10 @@ class ClipObjective(Objective):
     """L = (L_i2t + L_t2i) / 2 with the learnable, clamped temperature of the model."""
 
     def forward(
-        self, features: GatheredFeatures, logit_scale: torch.Tensor, batch: dict[str, Any],
+        self,
+        features: GatheredFeatures,
+        logit_scale: torch.Tensor,
+        batch: dict[str, Any],
         progress: float,
     ) -> ObjectiveOutput:
         parts = info_nce(features, logit_scale)
