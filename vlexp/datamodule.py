@@ -90,6 +90,23 @@ class VLDataModule(L.LightningDataModule):
         self._pending_sampler_state: dict[str, Any] | None = None
         self._stream: Any = None  # the rank-bound stream of a streaming source
 
+    @classmethod
+    def for_model(
+        cls,
+        cfg: DictConfig,
+        model: Any,
+        total_steps: int | None = None,
+        extra_eval_sets: Any = None,
+    ) -> VLDataModule:
+        """The datamodule of a composed run config, with ``model``'s tokenizer and
+        image preprocessing (``model``: a :class:`~vlexp.encoders.base.TwoTower`)."""
+        return cls(
+            cfg.data, cfg.sampler, cfg.filter, tokenize=model.tokenize,
+            image_size=model.image_size, image_mean=model.image_mean,
+            image_std=model.image_std, seed=int(cfg.seed), total_steps=total_steps,
+            extra_eval_sets=extra_eval_sets,
+        )  # fmt: skip
+
     # ---------------------------------------------------------------- setup
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:

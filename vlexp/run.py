@@ -101,18 +101,10 @@ def build_components(cfg: DictConfig) -> tuple[VLModule, VLDataModule]:
         eval_chunk_size=cfg.eval.chunk_size,
     )
     max_steps = int(cfg.trainer.max_steps)
-    datamodule = VLDataModule(
-        cfg.data,
-        cfg.sampler,
-        cfg.filter,
-        tokenize=model.tokenize,
-        image_size=model.image_size,
-        image_mean=model.image_mean,
-        image_std=model.image_std,
-        seed=int(cfg.seed),
-        total_steps=max_steps if max_steps > 0 else None,
+    datamodule = VLDataModule.for_model(
+        cfg, model, total_steps=max_steps if max_steps > 0 else None,
         extra_eval_sets=cfg.eval.get("extra_sets"),
-    )
+    )  # fmt: skip
     return module, datamodule
 
 

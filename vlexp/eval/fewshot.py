@@ -463,16 +463,7 @@ def load_module_and_data(ckpt: str, config: str | None = None) -> tuple[Any, Any
     model_state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     model.load_state_dict(model_state, strict=True)
     module = VLModule(model, Objective())
-    datamodule = VLDataModule(
-        cfg.data,
-        cfg.sampler,
-        cfg.filter,
-        tokenize=model.tokenize,
-        image_size=model.image_size,
-        image_mean=model.image_mean,
-        image_std=model.image_std,
-        seed=int(cfg.seed),
-    )
+    datamodule = VLDataModule.for_model(cfg, model)
     return module, datamodule
 
 
