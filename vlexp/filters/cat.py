@@ -138,6 +138,9 @@ class CATFilter(PairFilter):
         tesseract: the Tesseract command.
         chunk_size: pairs per ``decide`` call when the datamodule filters a split (read
             by the datamodule; accepted here so the config can hold it).
+        fast_attributes: replace spaCy's ``attribute_ruler`` + ``lemmatizer`` by
+            :class:`~vlexp.filters.fast_attributes.FastAttributes` (same POS, DEP and
+            verb lemmas, ~30 % faster parsing); ``False`` runs the full pipeline.
     """
 
     def __init__(
@@ -157,6 +160,7 @@ class CATFilter(PairFilter):
         ocr_chunk_size: int = 64,
         tesseract: str = "tesseract",
         chunk_size: int = 4096,
+        fast_attributes: bool = True,
     ) -> None:
         self.complexity = _check_bool("complexity", complexity)
         self.action = _check_bool("action", action)
@@ -187,6 +191,8 @@ class CATFilter(PairFilter):
         self.ocr_chunk_size = _check_int("ocr_chunk_size", ocr_chunk_size, 1)
         self.tesseract = str(tesseract)
         self.chunk_size = _check_int("chunk_size", chunk_size, 1)
+        self.fast_attributes = _check_bool("fast_attributes", fast_attributes)
+        self._fast: Any = None
         self.needs_images = self.text_spotting
         if self.complexity or self.action:
             _require_spacy(self.spacy_model)
@@ -198,19 +204,32 @@ class CATFilter(PairFilter):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_nlp"] = None  # each process loads its own pipeline on first use
+        state["_fast"] = None
         return state
 
     @property
     def nlp(self) -> Any:
         """The spaCy pipeline, loaded on first use."""
         if self._nlp is None:
-            self._nlp = load_spacy(self.spacy_model, lemmatizer=self.action)
+            nlp = load_spacy(self.spacy_model, lemmatizer=self.action)
+            if self.fast_attributes and "attribute_ruler" in nlp.pipe_names:
+                from vlexp.filters.fast_attributes import FastAttributes
+
+                lemmatizer = nlp.get_pipe("lemmatizer") if "lemmatizer" in nlp.pipe_names else None
+                self._fast = FastAttributes(nlp.get_pipe("attribute_ruler"), lemmatizer)
+                for name in ("attribute_ruler", "lemmatizer"):
+                    if name in nlp.pipe_names:
+                        nlp.disable_pipe(name)
+            self._nlp = nlp
         return self._nlp
 
     def parse(self, captions: Sequence[str]) -> list[Any]:
         """spaCy Docs of ``captions`` (None becomes the empty caption)."""
         texts = ["" if c is None else str(c) for c in captions]
-        return list(self.nlp.pipe(texts, batch_size=self.batch_size, n_process=self.n_process))
+        docs = self.nlp.pipe(texts, batch_size=self.batch_size, n_process=self.n_process)
+        if self._fast is not None:
+            return [self._fast(d) for d in docs]
+        return list(docs)
 
     # ------------------------------------------------------------ deciding
     def assess(
