@@ -18,30 +18,49 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-_TOKEN_ATTRS: dict[str, Callable[[Any], Any]] = {
-    "TAG": lambda t: t.tag_,
-    "LOWER": lambda t: t.lower_,
-    "DEP": lambda t: t.dep_,
-    "IS_SPACE": lambda t: t.is_space,
-}
+# a token is read once into a row (tag, lower, dep, is_space); patterns test rows
+_FIELDS = {"TAG": 0, "LOWER": 1, "DEP": 2, "IS_SPACE": 3}
 _SET_ATTRS = ("POS", "LEMMA", "DEP", "MORPH")  # MORPH: the lemmatizer's base-form test reads it
+Row = tuple[str, str, str, bool]
 
 
-def _predicate(attr: str, spec: Any) -> Callable[[Any], bool]:
-    get = _TOKEN_ATTRS[attr]
+def _predicate(attr: str, spec: Any) -> Callable[[Row], bool]:
+    k = _FIELDS[attr]
     if isinstance(spec, dict):
         ((op, arg),) = spec.items()
         if op == "IN":
-            values = set(arg)
-            return lambda t: get(t) in values
+            values = frozenset(arg)
+            return lambda r: r[k] in values
         if op == "NOT_IN":
-            values = set(arg)
-            return lambda t: get(t) not in values
+            values = frozenset(arg)
+            return lambda r: r[k] not in values
         if op == "REGEX":
             rx = re.compile(arg)
-            return lambda t: rx.search(get(t)) is not None
+            return lambda r: rx.search(r[k]) is not None
         raise ValueError(f"unsupported attribute-ruler operator {op!r}")
-    return lambda t: get(t) == spec
+    return lambda r: r[k] == spec
+
+
+def _allowed(tok: dict[str, Any], attr: str) -> frozenset[Any] | None:
+    """The values ``attr`` must take for ``tok`` to match (None: not a finite set)."""
+    spec = tok.get(attr)
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        return frozenset([spec])
+    if set(spec) == {"IN"}:
+        return frozenset(spec["IN"])
+    return None
+
+
+def _index_field(tok: dict[str, Any]) -> tuple[int, frozenset[Any]] | None:
+    """A field whose allowed values are a finite set (the smallest), to index a pattern by."""
+    best = None
+    for attr in tok:
+        values = _allowed(tok, attr)
+        if values is not None and (best is None or len(values) < len(best[1])):
+            best = (_FIELDS[attr], values)
+    return best
 
 
 class FastAttributes:
@@ -54,10 +73,14 @@ class FastAttributes:
     """
 
     def __init__(self, ruler: Any, lemmatizer: Any | None) -> None:
-        # rules in ruler order: (token predicates per position, index, attrs to set)
-        self._eq: dict[tuple[str, ...], dict[tuple[Any, ...], list[int]]] = {}
-        self._single: list[tuple[int, list[Callable[[Any], bool]]]] = []
-        self._multi: list[tuple[int, list[list[Callable[[Any], bool]]], int]] = []
+        # equality patterns: field indices -> {values: [rule, ...]}
+        eq: dict[tuple[int, ...], dict[tuple[Any, ...], list[int]]] = {}
+        # other one-token patterns: field -> value -> [(rule, predicates)]
+        self._single: dict[int, dict[Any, list[tuple[int, list[Callable[[Row], bool]]]]]] = {}
+        self._single_any: list[tuple[int, list[Callable[[Row], bool]]]] = []
+        # multi-token patterns, indexed by the LOWER their first token needs where it can be
+        self._multi_by_lower: dict[str, list[tuple[int, list, int]]] = {}
+        self._multi_any: list[tuple[int, list, int]] = []
         self._attrs: list[dict[str, Any]] = []
         for rule, p in enumerate(ruler.patterns):
             attrs = {k: v for k, v in p["attrs"].items() if k in _SET_ATTRS}
@@ -66,50 +89,73 @@ class FastAttributes:
                 continue
             for pattern in p["patterns"]:
                 for tok in pattern:
-                    unknown = set(tok) - set(_TOKEN_ATTRS)
+                    unknown = set(tok) - set(_FIELDS)
                     if unknown:
                         raise ValueError(f"attribute-ruler pattern {pattern} uses {unknown}")
                 if len(pattern) == 1 and all(not isinstance(v, dict) for v in pattern[0].values()):
                     keys = tuple(sorted(pattern[0]))
+                    fields = tuple(_FIELDS[k] for k in keys)
                     values = tuple(pattern[0][k] for k in keys)
-                    self._eq.setdefault(keys, {}).setdefault(values, []).append(rule)
+                    eq.setdefault(fields, {}).setdefault(values, []).append(rule)
                 elif len(pattern) == 1:
                     preds = [_predicate(k, v) for k, v in pattern[0].items()]
-                    self._single.append((rule, preds))
+                    key = _index_field(pattern[0])
+                    if key is None:
+                        self._single_any.append((rule, preds))
+                    else:
+                        for value in key[1]:
+                            by_value = self._single.setdefault(key[0], {})
+                            by_value.setdefault(value, []).append((rule, preds))
                 else:
                     preds_by_pos = [[_predicate(k, v) for k, v in tok.items()] for tok in pattern]
-                    self._multi.append((rule, preds_by_pos, int(p.get("index", 0))))
-        self._eq_getters = [
-            (keys, table, [_TOKEN_ATTRS[k] for k in keys]) for keys, table in self._eq.items()
-        ]
+                    entry = (rule, preds_by_pos, int(p.get("index", 0)))
+                    lowers = _allowed(pattern[0], "LOWER")
+                    if lowers is None:
+                        self._multi_any.append(entry)
+                    else:
+                        for low in lowers:
+                            self._multi_by_lower.setdefault(low, []).append(entry)
+        self._eq = list(eq.items())
+        self._single_items = list(self._single.items())
         self.lemmatizer = lemmatizer
 
-    def _matches(self, doc: Any) -> list[tuple[int, int]]:
+    def _matches(self, rows: list[Row]) -> list[tuple[int, int]]:
         """(rule, token index) of every pattern match, as spaCy's Matcher finds them."""
         found: list[tuple[int, int]] = []
-        for tok in doc:
-            for _keys, table, getters in self._eq_getters:
-                rules = table.get(tuple(g(tok) for g in getters))
+        n = len(rows)
+        for i, r in enumerate(rows):
+            for fields, table in self._eq:
+                rules = table.get(tuple([r[f] for f in fields]))
                 if rules:
-                    found.extend((r, tok.i) for r in rules)
-            for rule, preds in self._single:
-                if all(p(tok) for p in preds):
-                    found.append((rule, tok.i))
-        n = len(doc)
-        for rule, preds_by_pos, index in self._multi:
-            span = len(preds_by_pos)
-            for start in range(n - span + 1):
-                if all(
-                    all(p(doc[start + j]) for p in preds) for j, preds in enumerate(preds_by_pos)
-                ):
-                    found.append((rule, start + index))
+                    found.extend([(rule, i) for rule in rules])
+            for field, by_value in self._single_items:
+                for rule, preds in by_value.get(r[field], ()):
+                    if all(p(r) for p in preds):
+                        found.append((rule, i))
+            for rule, preds in self._single_any:
+                if all(p(r) for p in preds):
+                    found.append((rule, i))
+            for rule, preds_by_pos, index in self._multi_by_lower.get(r[1], ()):
+                if self._match_at(rows, i, n, preds_by_pos):
+                    found.append((rule, i + index))
+            for rule, preds_by_pos, index in self._multi_any:
+                if self._match_at(rows, i, n, preds_by_pos):
+                    found.append((rule, i + index))
         return found
+
+    @staticmethod
+    def _match_at(rows: list[Row], start: int, n: int, preds_by_pos: list) -> bool:
+        if start + len(preds_by_pos) > n:
+            return False
+        return all(all(p(rows[start + j]) for p in preds) for j, preds in enumerate(preds_by_pos))
 
     def __call__(self, doc: Any) -> Any:
         """Annotate ``doc`` in place and return it."""
         lemma_set: set[int] = set()
-        for rule, i in sorted(self._matches(doc)):
-            tok = doc[i]
+        tokens = list(doc)
+        rows = [(t.tag_, t.lower_, t.dep_, t.is_space) for t in tokens]
+        for rule, i in sorted(self._matches(rows)):
+            tok = tokens[i]
             for attr, value in self._attrs[rule].items():
                 if attr == "POS":
                     tok.pos_ = value
@@ -121,7 +167,7 @@ class FastAttributes:
                 else:
                     tok.dep_ = value
         if self.lemmatizer is not None:
-            for tok in doc:
+            for tok in tokens:
                 if tok.pos_ in ("VERB", "AUX") and tok.i not in lemma_set:
                     tok.lemma_ = self.lemmatizer.rule_lemmatize(tok)[0]
         return doc
