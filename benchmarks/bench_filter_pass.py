@@ -15,9 +15,11 @@ divided by the workers; "steady/proc" is the report's rate per worker process ov
 units' own time (start-up excluded). Reference rows time the bare tools in one process
 on the same inputs at the same moment (the full spaCy pipeline alone; one ``tesseract`` call
 per image), so a loaded machine can be told from a slow pass. The 1-minute load average
-is printed before and after every row (the machine is shared).
+is printed before and after every row (the machine is shared). Every row is repeated
+``--rounds`` times; the summary gives medians, and the median over rounds of the pass's
+per-core rate divided by the bare tool's rate measured right after it.
 
-Run:  .venv/bin/python benchmarks/bench_filter_pass.py [--pairs 12000] [--images 96]
+Run:  .venv/bin/python benchmarks/bench_filter_pass.py [--pairs 12000] [--images 96] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from vlexp.data.export import export_webdataset
 from vlexp.data.synthetic import build_synthetic
@@ -77,8 +81,8 @@ def time_pass(inp: Path, out: Path, flt: dict[str, Any], workers: int) -> dict[s
 
 def spacy_reference(captions: list[str]) -> float:
     """captions/s of the full spaCy pipeline alone (``nlp.pipe``: tagger, parser, attribute
-    ruler, lemmatizer; no NER), one process: the bare-tool reference."""
-    nlp = CATFilter(text_spotting=False, fast_attributes=False).nlp
+    ruler, lemmatizer; thinc's BLIS products; no NER), one process: the bare-tool reference."""
+    nlp = CATFilter(text_spotting=False, fast_attributes=False, numpy_gemm=False).nlp
     list(nlp.pipe(captions[:50]))
     t0 = time.perf_counter()
     for _ in nlp.pipe(captions, batch_size=256):
@@ -107,11 +111,77 @@ def tesseract_reference(shards: Path, n: int) -> float:
         return len(paths) / (time.perf_counter() - t0)
 
 
+def measure(
+    name: str,
+    inp: Path,
+    root: Path,
+    flt: dict[str, Any],
+    workers: list[int],
+    images: int,
+    rnd: int,
+) -> list[dict[str, Any]]:
+    """One round of one pass: a row per worker count, then the bare-tool reference row."""
+    rows = []
+    for w in workers:
+        r = time_pass(inp, root / f"out_{name}_{w}", flt, w)
+        rep = r["report"]
+        n = rep["ocr_images"] if name == "text-spotting" else rep["total"]
+        t = rep["timing"]
+        steady = (
+            t["ocr_images_per_process_second"]
+            if name == "text-spotting"
+            else t["pairs_per_process_second"]
+        )
+        rows.append({
+            "round": rnd, "pass": name, "workers": w, "items": n,
+            "seconds": round(r["seconds"], 2), "rate": n / r["seconds"],
+            "per_core": n / r["seconds"] / w, "steady_per_process": steady, "kept": rep["kept"],
+            "dropped": rep["dropped"], "units": rep["units"],
+            "load_before": r["load_before"], "load_after": r["load_after"],
+        })  # fmt: skip
+    before = load1()
+    if name == "complexity+action":
+        caps = _captions(inp)
+        rate, ref, items = spacy_reference(caps), "ref: full spaCy pipeline alone", len(caps)
+    else:
+        items = min(24, images)
+        rate, ref = tesseract_reference(inp, items), "ref: tesseract CLI per image"
+    rows.append({"round": rnd, "pass": ref, "of": name, "workers": 1, "items": items,
+                 "rate": rate, "per_core": rate, "load_before": before,
+                 "load_after": load1()})  # fmt: skip
+    return rows
+
+
+def summary(rows: list[dict[str, Any]]) -> list[str]:
+    """Per pass and worker count: median per-core rate over the rounds and the median of
+    each round's ratio to the bare tool measured right after it."""
+    ref = {(r["round"], r["of"]): r["rate"] for r in rows if "of" in r}
+    lines = []
+    for key in dict.fromkeys((r["pass"], r["workers"]) for r in rows if "of" not in r):
+        mine = [r for r in rows if (r["pass"], r["workers"]) == key]
+        per_core = float(np.median([r["per_core"] for r in mine]))
+        steady = float(np.median([r["steady_per_process"] for r in mine]))
+        ratio = float(np.median([r["per_core"] / ref[(r["round"], key[0])] for r in mine]))
+        target = TARGETS[key[0]]
+        verdict = f"target {target:.0f}/core: {'met' if per_core >= target else 'NOT met'}"
+        lines.append(
+            f"{key[0]:18s} workers={key[1]}: median per core {per_core:7.1f}, steady/proc "
+            f"{steady:7.1f}, per core / bare tool (median of rounds) {ratio:.2f}; {verdict}"
+        )
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--pairs", type=int, default=12000, help="pairs for complexity+action")
     ap.add_argument("--images", type=int, default=96, help="224 px images for text-spotting")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="repeat every row this often (the machine's speed drifts; medians)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()
     if not args.pairs and not args.images:
@@ -135,41 +205,13 @@ def main() -> None:
                 inp = export(root / "ocr", args.images, 224, shard, seed=1)
                 runs.append(("text-spotting", inp, {"name": "cat", "complexity": False,
                                                     "action": False}))  # fmt: skip
-        for name, inp, flt in runs:
-            for w in args.workers:
-                r = time_pass(inp, root / f"out_{name}_{w}", flt, w)
-                rep = r["report"]
-                n = rep["ocr_images"] if name == "text-spotting" else rep["total"]
-                t = rep["timing"]
-                steady = (
-                    t["ocr_images_per_process_second"]
-                    if name == "text-spotting"
-                    else t["pairs_per_process_second"]
-                )
-                rows.append({
-                    "pass": name, "workers": w, "items": n, "seconds": round(r["seconds"], 2),
-                    "rate": n / r["seconds"], "per_core": n / r["seconds"] / w,
-                    "steady_per_process": steady, "kept": rep["kept"],
-                    "dropped": rep["dropped"], "units": rep["units"],
-                    "load_before": r["load_before"], "load_after": r["load_after"],
-                })  # fmt: skip
-            if name == "complexity+action":
-                before = load1()
-                caps = [c for c in _captions(inp)]
-                rate = spacy_reference(caps)
-                rows.append({"pass": "ref: full spaCy pipeline alone", "workers": 1, "items": len(caps),
-                             "rate": rate, "per_core": rate, "load_before": before,
-                             "load_after": load1()})  # fmt: skip
-            else:
-                before = load1()
-                rate = tesseract_reference(inp, min(24, args.images))
-                rows.append({"pass": "ref: tesseract CLI per image", "workers": 1,
-                             "items": min(24, args.images), "rate": rate, "per_core": rate,
-                             "load_before": before, "load_after": load1()})  # fmt: skip
+        for rnd in range(1, args.rounds + 1):
+            for name, inp, flt in runs:
+                rows += measure(name, inp, root, flt, args.workers, args.images, rnd)
 
     unit = {"complexity+action": "captions/s", "text-spotting": "images/s"}
     print(f"\ncores available: {available_cores()}; load average (1 min) shown per row\n")
-    head = f"{'pass':30s} {'workers':>7s} {'items':>6s} {'wall s':>7s} {'rate':>9s} "
+    head = f"{'rnd':>3s} {'pass':30s} {'workers':>7s} {'items':>6s} {'wall s':>7s} {'rate':>9s} "
     head += f"{'per core':>9s} {'steady/proc':>11s} {'unit':11s} {'load':>11s}  target/core"
     print(head)
     for r in rows:
@@ -180,13 +222,15 @@ def main() -> None:
             met = f"{target:.0f}: {'met' if r['per_core'] >= target else 'NOT met'}"
         steady = r.get("steady_per_process")
         print(
-            f"{r['pass']:30s} {r['workers']:7d} {r['items']:6d} {r.get('seconds', ''):>7} "
+            f"{r['round']:3d} {r['pass']:30s} {r['workers']:7d} {r['items']:6d} {r.get('seconds', ''):>7} "
             f"{r['rate']:9.1f} {r['per_core']:9.1f} {'' if steady is None else steady:>11} "
             f"{u:11s} {r['load_before']:>5}->{r['load_after']:<5}  {met}"
         )
     for r in rows:
-        if "dropped" in r:
+        if "dropped" in r and r["round"] == 1:
             print(f"{r['pass']} w={r['workers']}: kept {r['kept']}, dropped {r['dropped']}")
+    print("\nsummary over", max(r["round"] for r in rows), "rounds:")
+    print("\n".join(summary(rows)))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -1,6 +1,7 @@
 """FastAttributes gives the CAT criteria exactly what spaCy's attribute ruler + lemmatizer give.
 
-Oracle: the full ``en_core_web_sm`` pipeline (``CATFilter(fast_attributes=False)``), on
+Oracle: the stock ``en_core_web_sm`` pipeline (``CATFilter(fast_attributes=False,
+numpy_gemm=False)``: spaCy's own components and thinc's BLIS matrix products), on
 hand-written captions that hit the ruler's exception patterns (auxiliaries, "there is",
 contractions, "gonna", determiners used as pronouns, possessives) and on 600 synthetic
 captions of every template kind.
@@ -48,7 +49,7 @@ def captions() -> list[str]:
 
 
 def test_same_pos_dep_and_verb_lemmas_as_the_full_pipeline(captions):
-    full = CATFilter(text_spotting=False, fast_attributes=False).parse(captions)
+    full = CATFilter(text_spotting=False, fast_attributes=False, numpy_gemm=False).parse(captions)
     fast = CATFilter(text_spotting=False).parse(captions)
     for a, b in zip(full, fast):
         assert [t.text for t in a] == [t.text for t in b]
@@ -59,7 +60,7 @@ def test_same_pos_dep_and_verb_lemmas_as_the_full_pipeline(captions):
 
 
 def test_same_cat_decisions_as_the_full_pipeline(captions):
-    a = CATFilter(text_spotting=False, fast_attributes=False).assess(captions)
+    a = CATFilter(text_spotting=False, fast_attributes=False, numpy_gemm=False).assess(captions)
     b = CATFilter(text_spotting=False).assess(captions)
     np.testing.assert_array_equal(a.complexity, b.complexity)
     np.testing.assert_array_equal(a.action, b.action)
@@ -74,3 +75,24 @@ def test_the_fast_pipeline_skips_the_slow_components():
     assert "attribute_ruler" in full.nlp.pipe_names
     with pytest.raises(TypeError, match="fast_attributes"):
         CATFilter(text_spotting=False, fast_attributes="yes")
+
+
+def test_numpy_gemm_gives_the_same_parse_as_blis(captions):
+    """Matrix products through numpy's BLAS: same tags, heads and labels as thinc's BLIS."""
+    blis = CATFilter(text_spotting=False, fast_attributes=False, numpy_gemm=False)
+    numpy_ = CATFilter(text_spotting=False, fast_attributes=False, numpy_gemm=True)
+    for a, b in zip(blis.parse(captions), numpy_.parse(captions)):
+        assert [(t.tag_, t.dep_, t.head.i) for t in a] == [(t.tag_, t.dep_, t.head.i) for t in b]
+
+
+def test_numpy_gemm_switches_the_layers_ops_and_nothing_else():
+    from thinc.api import get_current_ops
+
+    before = get_current_ops()
+    on = CATFilter(text_spotting=False, numpy_gemm=True).nlp
+    off = CATFilter(text_spotting=False, numpy_gemm=False).nlp
+    assert on.get_pipe("tok2vec").model.ops.use_blis is False
+    assert off.get_pipe("tok2vec").model.ops.use_blis is True
+    assert get_current_ops() is before  # the process-wide default is restored
+    with pytest.raises(TypeError, match="numpy_gemm"):
+        CATFilter(text_spotting=False, numpy_gemm=1)

@@ -78,8 +78,8 @@ class FastAttributes:
         # other one-token patterns: field -> value -> [(rule, predicates)]
         self._single: dict[int, dict[Any, list[tuple[int, list[Callable[[Row], bool]]]]]] = {}
         self._single_any: list[tuple[int, list[Callable[[Row], bool]]]] = []
-        # multi-token patterns, indexed by the LOWER their first token needs where it can be
-        self._multi_by_lower: dict[str, list[tuple[int, list, int]]] = {}
+        # multi-token patterns, indexed by a field of their first token where it can be
+        self._multi: dict[int, dict[Any, list[tuple[int, list, int]]]] = {}
         self._multi_any: list[tuple[int, list, int]] = []
         self._attrs: list[dict[str, Any]] = []
         for rule, p in enumerate(ruler.patterns):
@@ -109,35 +109,52 @@ class FastAttributes:
                 else:
                     preds_by_pos = [[_predicate(k, v) for k, v in tok.items()] for tok in pattern]
                     entry = (rule, preds_by_pos, int(p.get("index", 0)))
-                    lowers = _allowed(pattern[0], "LOWER")
-                    if lowers is None:
+                    key = _index_field(pattern[0])
+                    if key is None:
                         self._multi_any.append(entry)
                     else:
-                        for low in lowers:
-                            self._multi_by_lower.setdefault(low, []).append(entry)
+                        for value in key[1]:
+                            by_value = self._multi.setdefault(key[0], {})
+                            by_value.setdefault(value, []).append(entry)
         self._eq = list(eq.items())
         self._single_items = list(self._single.items())
+        self._multi_items = list(self._multi.items())
+        # a row's one-token matches depend on the row alone: memoised (rows repeat a lot)
+        self._row_rules: dict[Row, tuple[int, ...]] = {}
         self.lemmatizer = lemmatizer
+
+    def _one_token_rules(self, r: Row) -> tuple[int, ...]:
+        """The one-token patterns (rules) that match the row ``r``."""
+        found: list[int] = []
+        for fields, table in self._eq:
+            rules = table.get(tuple([r[f] for f in fields]))
+            if rules:
+                found.extend(rules)
+        for field, by_value in self._single_items:
+            for rule, preds in by_value.get(r[field], ()):
+                if all(p(r) for p in preds):
+                    found.append(rule)
+        for rule, preds in self._single_any:
+            if all(p(r) for p in preds):
+                found.append(rule)
+        return tuple(found)
 
     def _matches(self, rows: list[Row]) -> list[tuple[int, int]]:
         """(rule, token index) of every pattern match, as spaCy's Matcher finds them."""
         found: list[tuple[int, int]] = []
         n = len(rows)
+        cache = self._row_rules
+        if len(cache) > 1_000_000:  # bounded memory on endless streams of new words
+            cache.clear()
         for i, r in enumerate(rows):
-            for fields, table in self._eq:
-                rules = table.get(tuple([r[f] for f in fields]))
-                if rules:
-                    found.extend([(rule, i) for rule in rules])
-            for field, by_value in self._single_items:
-                for rule, preds in by_value.get(r[field], ()):
-                    if all(p(r) for p in preds):
-                        found.append((rule, i))
-            for rule, preds in self._single_any:
-                if all(p(r) for p in preds):
-                    found.append((rule, i))
-            for rule, preds_by_pos, index in self._multi_by_lower.get(r[1], ()):
-                if self._match_at(rows, i, n, preds_by_pos):
-                    found.append((rule, i + index))
+            rules = cache.get(r)
+            if rules is None:
+                rules = cache[r] = self._one_token_rules(r)
+            found.extend([(rule, i) for rule in rules])
+            for field, by_value in self._multi_items:
+                for rule, preds_by_pos, index in by_value.get(r[field], ()):
+                    if self._match_at(rows, i, n, preds_by_pos):
+                        found.append((rule, i + index))
             for rule, preds_by_pos, index in self._multi_any:
                 if self._match_at(rows, i, n, preds_by_pos):
                     found.append((rule, i + index))
