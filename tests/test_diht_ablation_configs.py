@@ -20,6 +20,7 @@ from experiments.diht_ablation.ablation import (
     DATA_KNOBS,
     ROW_NAMES,
     job_overrides,
+    main,
     row_overrides,
 )
 from tests.conftest import compose_cfg
@@ -120,6 +121,21 @@ def test_job_overrides_carry_seed_and_run_dir(teacher, tmp_path):
     assert "seed=3" in ov and f"hydra.run.dir={tmp_path / 'hnnce' / 'seed3'}" in ov
     with pytest.raises(KeyError, match="unknown ablation row"):
         row_overrides("nope", teacher)
+    ov = job_overrides("clip", teacher, 0, tmp_path / "clip" / "seed0", steps=300)
+    assert {"trainer.max_steps=300", "trainer.val_check_interval=150",
+            "optim.warmup_steps=30"} <= set(ov)  # fmt: skip
+
+
+def test_run_refuses_a_sweep_dir_with_another_step_count(teacher, tmp_path):
+    """A finished run of another budget is not silently reused as this budget's row."""
+    run_dir = tmp_path / "clip" / "seed0"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("trainer:\n  max_steps: 150\n")
+    (run_dir / "metrics.json").write_text("{}")
+    argv = ["run", "--out", str(tmp_path), "--teacher", str(teacher), "--rows", "clip"]
+    with pytest.raises(SystemExit, match="holds a finished run of 150 steps, not --steps 400"):
+        main([*argv, "--steps", "400"])
+    assert main([*argv, "--steps", "150"]) == 0  # same budget: reused, nothing run
 
 
 @pytest.mark.parametrize(

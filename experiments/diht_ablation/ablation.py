@@ -53,13 +53,25 @@ BUDGET: tuple[str, ...] = (
     "data.batch_size=64",
     "data.eval_batch_size=128",
     "data.num_workers=1",
-    "trainer.max_steps=150",
-    "trainer.val_check_interval=75",
-    "optim.warmup_steps=15",
     "logger=csv",
     "viz.enabled=false",
 )
-"""The small per-run budget (2 shared CPU cores): ~2.4 epochs of the unfiltered data."""
+"""The small per-run budget (2 shared CPU cores), without the step count (``steps_budget``)."""
+
+DEFAULT_STEPS = 400
+"""Training steps per run: 400 steps of batch 64 are ~6.4 epochs of the unfiltered data."""
+
+
+def steps_budget(steps: int) -> list[str]:
+    """``steps`` optimizer steps, validation at half-way and at the end, 10 % warm-up."""
+    if steps < 2:
+        raise ValueError(f"--steps must be at least 2, got {steps}")
+    return [
+        f"trainer.max_steps={steps}",
+        f"trainer.val_check_interval={steps // 2}",
+        f"optim.warmup_steps={max(1, steps // 10)}",
+    ]
+
 
 CAT: tuple[str, ...] = (
     "filter=cat",
@@ -128,21 +140,27 @@ def row_overrides(row: str, teacher: str) -> list[str]:
     return rows[row]
 
 
-def job_overrides(row: str, teacher: str, seed: int, run_dir: str | Path) -> list[str]:
+def job_overrides(
+    row: str, teacher: str, seed: int, run_dir: str | Path, steps: int = DEFAULT_STEPS
+) -> list[str]:
     """All overrides of one training job: row, data knobs, budget, seed, run directory."""
     return [
         *row_overrides(row, teacher),
         *DATA_KNOBS,
         *BUDGET,
+        *steps_budget(steps),
         f"seed={seed}",
         f"hydra.run.dir={run_dir}",
     ]
 
 
-def job_command(row: str, teacher: str, seed: int, out: str | Path) -> list[str]:
+def job_command(
+    row: str, teacher: str, seed: int, out: str | Path, steps: int = DEFAULT_STEPS
+) -> list[str]:
     """The ``python -m vlexp.run`` argv of one job, writing to ``out/<row>/seed<seed>``."""
     run_dir = Path(out) / row / f"seed{seed}"
-    return [sys.executable, "-m", "vlexp.run", *job_overrides(row, teacher, seed, run_dir)]
+    ov = job_overrides(row, teacher, seed, run_dir, steps)
+    return [sys.executable, "-m", "vlexp.run", *ov]
 
 
 def fewshot_config(run_dir: str | Path, out: str | Path, num_val: int = 1200) -> Path:
@@ -166,9 +184,23 @@ def fewshot_config(run_dir: str | Path, out: str | Path, num_val: int = 1200) ->
     return out
 
 
+def _run_steps(run_dir: Path) -> int | None:
+    """``trainer.max_steps`` of a finished run (None if its config cannot be read)."""
+    from omegaconf import OmegaConf
+
+    try:
+        return int(OmegaConf.load(run_dir / ".hydra" / "config.yaml").trainer.max_steps)
+    except Exception:  # a hand-made or partial run directory: cannot tell
+        return None
+
+
 def _jobs(args: argparse.Namespace) -> list[tuple[str, int, list[str]]]:
     rows = args.rows or list(ROW_NAMES)
-    return [(r, s, job_command(r, args.teacher, s, args.out)) for s in args.seeds for r in rows]
+    return [
+        (r, s, job_command(r, args.teacher, s, args.out, args.steps))
+        for s in args.seeds
+        for r in rows
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -181,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--teacher", required=True, help="synthetic teacher weights file")
         p.add_argument("--seeds", type=int, nargs="+", default=[0])
         p.add_argument("--rows", nargs="+", choices=ROW_NAMES, default=None)
+        p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps per run")
     fs = sub.add_parser("fewshot-config")
     fs.add_argument("--run", required=True, help="run directory of the probed checkpoint")
     fs.add_argument("--out", required=True, help="config file to write")
@@ -209,6 +242,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row, seed, cmd in _jobs(args):
         run_dir = Path(args.out) / row / f"seed{seed}"
         if (run_dir / "metrics.json").is_file():
+            done_steps = _run_steps(run_dir)
+            if done_steps != args.steps:
+                raise SystemExit(
+                    f"{run_dir} holds a finished run of {done_steps} steps, not --steps "
+                    f"{args.steps}: use another --out (SWEEP_DIR) or move that run away"
+                )
             print(f"[skip] {row} seed {seed}: {run_dir}/metrics.json exists", flush=True)
             continue
         print("[run] " + shlex.join(["python", *cmd[1:]]), flush=True)

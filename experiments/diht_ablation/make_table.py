@@ -8,8 +8,10 @@ Reads ``SWEEP/<row>/seed<k>/metrics.json`` of every row of ``ablation.ROW_NAMES`
 
 - held-out retrieval (R@1 / R@5 both directions) on the synthetic test set and on the
   compositional test set, and zero-shot top-1 on the synthetic test set, one row per
-  ablation row (mean over seeds when there are several, per-seed values in brackets);
-  every value is a percentage copied from the jobs' ``metrics.json``;
+  ablation row (mean over seeds when there are several, each seed's value in
+  parentheses); every value is a percentage copied from the jobs' ``metrics.json``;
+- the paired difference of every row to the CLIP row of the same seed (the seed fixes
+  the data, the initialisation and the test images, so the pair shares its test set);
 - the few-shot table (test top-1 of the zero-shot-initialised and the scratch probe,
   mean +- std over the probe's shot-sampling seeds) and its plot.
 """
@@ -56,7 +58,38 @@ def _cell(values: list[float]) -> str:
     mean = sum(values) / len(values)
     if len(values) == 1:
         return f"{100 * mean:.1f}"
-    return f"{100 * mean:.1f} [" + ", ".join(f"{100 * v:.1f}" for v in values) + "]"
+    return f"{100 * mean:.1f} (" + " / ".join(f"{100 * v:.1f}" for v in values) + ")"
+
+
+def _signed_cell(values: list[float]) -> str:
+    """Mean and per-seed values of differences, in points, with signs."""
+    if not values:
+        return "n/a"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{100 * mean:+.1f}"
+    return f"{100 * mean:+.1f} (" + " / ".join(f"{100 * v:+.1f}" for v in values) + ")"
+
+
+def paired_table(runs: dict[str, list[dict[str, Any]]]) -> str:
+    """Each row minus the CLIP row of the same seed, per metric (points)."""
+    clip = {m["seed"]: m["test"] for m in runs.get("clip", [])}
+    if not clip:
+        return ""
+    cols = [(s, k) for _, s, ms in SECTIONS for k in ms]
+    head = ["row", "seeds", *[f"{'comp. ' if s == 'compositional' else ''}{k}" for s, k in cols]]
+    out = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(cols)]
+    for row in ROW_NAMES:
+        if row == "clip":
+            continue
+        pairs = [(m["test"], clip[m["seed"]]) for m in runs[row] if m["seed"] in clip]
+        seeds = [str(m["seed"]) for m in runs[row] if m["seed"] in clip]
+        cells = [ROW_LABELS[row], ",".join(seeds) or "-"]
+        for s, k in cols:
+            key = f"test/{s}/{k}"
+            cells.append(_signed_cell([a[key] - b[key] for a, b in pairs if key in a and key in b]))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def _chance(runs: dict[str, list[dict[str, Any]]], test_set: str, metric: str) -> float | None:
@@ -100,6 +133,21 @@ def results_tables(runs: dict[str, list[dict[str, Any]]]) -> str:
             if (c := _chance(runs, test_set, metric)) is not None
         ]
         out += ["", "Chance (%): " + ", ".join(chance) + ".", ""]
+    out += [
+        "Cells: mean over seeds, each seed's value in parentheses (seed order).",
+        "",
+    ]
+    paired = paired_table(runs)
+    if paired:
+        out += [
+            "### Difference to CLIP, same seed (points)",
+            "",
+            "Each cell: row minus the CLIP row of the same seed (same training data before",
+            "filtering, same initialisation, same test images); mean, then per seed.",
+            "",
+            paired,
+            "",
+        ]
     return "\n".join(out)
 
 

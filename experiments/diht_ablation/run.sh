@@ -3,15 +3,17 @@
 # all + TOnICS sampler; then the few-shot probe of the `all` run and the results table.
 # Usage, from anywhere:
 #   experiments/diht_ablation/run.sh [SWEEP_DIR]        (default multirun/diht_ablation)
-#   SEEDS="0 2" experiments/diht_ablation/run.sh        (more seeds; default 0; not 1, the
+#   SEEDS="0 2" experiments/diht_ablation/run.sh        (seeds; default "0 2"; not 1, the
 #                                                        teacher's data seed)
+#   STEPS=150 experiments/diht_ablation/run.sh [DIR]     (training steps per run; default 400;
+#                                                        a DIR holds runs of one step count)
 #   NOISE_SEEDS="2 3" experiments/diht_ablation/run.sh  (also the CLIP row with these seeds,
 #       in SWEEP_DIR/noise: the seed-to-seed spread; ~2.6 min each, off by default)
 # Steps (a finished step's outputs are reused, so an interrupted run resumes):
 #   1. the synthetic teacher: a small CNN on the synthetic object classes, trained on the
 #      seed-1 train split (images disjoint from the ablation's seed-0 split), 2 epochs;
 #   2. the 6 training runs, one after another (overrides: ablation.py; budget per run:
-#      4000 train pairs, batch 64, 150 steps, one torch thread);
+#      4000 train pairs, batch 64, STEPS steps, one torch thread);
 #   3. the few-shot curve of the `all` run's last checkpoint (vlexp.eval.fewshot);
 #   4. what CAT keeps on this data, per threshold choice (cat_check.md; OCRs all 4000
 #      training images, ~4 min);
@@ -19,7 +21,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SWEEP_DIR="${1:-multirun/diht_ablation}"
-SEEDS="${SEEDS:-0}"
+SEEDS="${SEEDS:-0 2}"
+STEPS="${STEPS:-400}"
 NOISE_SEEDS="${NOISE_SEEDS:-}"
 PY=.venv/bin/python
 HERE=experiments/diht_ablation
@@ -37,13 +40,14 @@ fi
 
 stamp "2. ablation runs -> ${SWEEP_DIR}/<row>/seed<k>"
 # shellcheck disable=SC2086  # SEEDS is a list
-"${PY}" "${HERE}/ablation.py" run --out "${SWEEP_DIR}" --teacher "${TEACHER}" --seeds ${SEEDS}
+"${PY}" "${HERE}/ablation.py" run --out "${SWEEP_DIR}" --teacher "${TEACHER}" --seeds ${SEEDS} \
+  --steps "${STEPS}"
 
 if [ -n "${NOISE_SEEDS}" ]; then
   stamp "2b. seed-noise probe: CLIP row, seeds ${NOISE_SEEDS} -> ${SWEEP_DIR}/noise"
   # shellcheck disable=SC2086
   "${PY}" "${HERE}/ablation.py" run --out "${SWEEP_DIR}/noise" --teacher "${TEACHER}" \
-    --rows clip --seeds ${NOISE_SEEDS}
+    --rows clip --seeds ${NOISE_SEEDS} --steps "${STEPS}"
 fi
 
 stamp "3. few-shot probe of ${SWEEP_DIR}/all/seed0"
