@@ -123,7 +123,10 @@ def results_tables(runs: dict[str, list[dict[str, Any]]]) -> str:
             if test_set == "synthetic":
                 kept = [(m.get("filter_report") or {}).get("kept") for m in ms]
                 total = [(m.get("filter_report") or {}).get("total") for m in ms]
-                cells.append(f"{kept[0]} / {total[0]}" if ms and kept[0] is not None else "all")
+                if ms and kept[0] is not None:
+                    cells.append(" / ".join(str(k) for k in kept) + f" of {total[0]}")
+                else:
+                    cells.append("all")
                 secs = [m.get("fit_seconds") for m in ms if m.get("fit_seconds") is not None]
                 cells.append(f"{sum(secs) / len(secs):.0f}" if secs else "n/a")
             out.append("| " + " | ".join(cells) + " |")
