@@ -52,23 +52,15 @@ def load_runs(sweep: Path) -> dict[str, list[dict[str, Any]]]:
     return runs
 
 
-def _cell(values: list[float]) -> str:
+def _cell(values: list[float], signed: bool = False) -> str:
+    """Mean of ``values`` in %, then each value in parentheses (with signs for differences)."""
     if not values:
         return "n/a"
-    mean = sum(values) / len(values)
+    fmt = "{:+.1f}" if signed else "{:.1f}"
+    mean = fmt.format(100 * sum(values) / len(values))
     if len(values) == 1:
-        return f"{100 * mean:.1f}"
-    return f"{100 * mean:.1f} (" + " / ".join(f"{100 * v:.1f}" for v in values) + ")"
-
-
-def _signed_cell(values: list[float]) -> str:
-    """Mean and per-seed values of differences, in points, with signs."""
-    if not values:
-        return "n/a"
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{100 * mean:+.1f}"
-    return f"{100 * mean:+.1f} (" + " / ".join(f"{100 * v:+.1f}" for v in values) + ")"
+        return mean
+    return mean + " (" + " / ".join(fmt.format(100 * v) for v in values) + ")"
 
 
 def paired_table(runs: dict[str, list[dict[str, Any]]]) -> str:
@@ -87,7 +79,8 @@ def paired_table(runs: dict[str, list[dict[str, Any]]]) -> str:
         cells = [ROW_LABELS[row], ",".join(seeds) or "-"]
         for s, k in cols:
             key = f"test/{s}/{k}"
-            cells.append(_signed_cell([a[key] - b[key] for a, b in pairs if key in a and key in b]))
+            diffs = [a[key] - b[key] for a, b in pairs if key in a and key in b]
+            cells.append(_cell(diffs, signed=True))
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
