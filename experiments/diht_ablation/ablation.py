@@ -244,9 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (run_dir / "metrics.json").is_file():
             done_steps = _run_steps(run_dir)
             if done_steps != args.steps:
+                held = "an unreadable step count" if done_steps is None else f"{done_steps} steps"
                 raise SystemExit(
-                    f"{run_dir} holds a finished run of {done_steps} steps, not --steps "
-                    f"{args.steps}: use another --out (SWEEP_DIR) or move that run away"
+                    f"{run_dir} holds a finished run of {held}, not --steps {args.steps}: "
+                    "use another --out (SWEEP_DIR) or move that run away"
                 )
             print(f"[skip] {row} seed {seed}: {run_dir}/metrics.json exists", flush=True)
             continue

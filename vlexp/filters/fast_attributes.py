@@ -63,6 +63,24 @@ def _index_field(tok: dict[str, Any]) -> tuple[int, frozenset[Any]] | None:
     return best
 
 
+def _add_indexed(
+    by_field: dict[int, dict[Any, list[Any]]],
+    unindexed: list[Any],
+    first: dict[str, Any],
+    entry: Any,
+) -> None:
+    """File ``entry`` under each value its pattern's first token allows for the field of
+    :func:`_index_field`, or in ``unindexed`` when no field has a finite set of values."""
+    key = _index_field(first)
+    if key is None:
+        unindexed.append(entry)
+        return
+    field_index, values = key
+    by_value = by_field.setdefault(field_index, {})
+    for value in values:
+        by_value.setdefault(value, []).append(entry)
+
+
 class FastAttributes:
     """Sets POS, DEP and verb lemmas on parsed Docs like ``attribute_ruler`` + ``lemmatizer``.
 
@@ -99,23 +117,11 @@ class FastAttributes:
                     eq.setdefault(fields, {}).setdefault(values, []).append(rule)
                 elif len(pattern) == 1:
                     preds = [_predicate(k, v) for k, v in pattern[0].items()]
-                    key = _index_field(pattern[0])
-                    if key is None:
-                        self._single_any.append((rule, preds))
-                    else:
-                        for value in key[1]:
-                            by_value = self._single.setdefault(key[0], {})
-                            by_value.setdefault(value, []).append((rule, preds))
+                    _add_indexed(self._single, self._single_any, pattern[0], (rule, preds))
                 else:
                     preds_by_pos = [[_predicate(k, v) for k, v in tok.items()] for tok in pattern]
                     entry = (rule, preds_by_pos, int(p.get("index", 0)))
-                    key = _index_field(pattern[0])
-                    if key is None:
-                        self._multi_any.append(entry)
-                    else:
-                        for value in key[1]:
-                            by_value = self._multi.setdefault(key[0], {})
-                            by_value.setdefault(value, []).append(entry)
+                    _add_indexed(self._multi, self._multi_any, pattern[0], entry)
         self._eq = list(eq.items())
         self._single_items = list(self._single.items())
         self._multi_items = list(self._multi.items())
