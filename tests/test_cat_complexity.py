@@ -33,6 +33,16 @@ CASES = [
     ("a small brown dog on a red couch", 3),  # dog: small, brown, on
     ("a table with plates and cups", 3),  # with: table, plates, cups
     ("two people sitting at a table with food", 3),  # people: two, sit at, sit with
+    # picture nouns frame their content and are not objects; quantity nouns are attributes
+    ("a photo of a cat", 0),
+    ("a black and white photo of a dog", 0),  # the photo's colours are not the dog's
+    ("a photo showing a cat", 0),
+    ("a picture of a red car", 1),  # car: red
+    ("a group of people", 1),  # people: group
+    ("a photo of a cat on a sofa", 2),  # on: cat, sofa (hangs from "photo" in the parse)
+    ("a man taking a photo of a dog", 2),  # taking: man, dog
+    ("a cup of coffee", 2),  # a cup is an object: of: cup, coffee
+    ("a herd of cattle grazing in a field", 2),  # cattle: herd, graze in
 ]
 
 
@@ -68,3 +78,10 @@ def test_batch_and_empty_caption(nlp):
     docs = list(nlp.pipe(["", "a dog", "a brown dog"]))
     out = caption_complexity(docs)
     assert out.dtype.kind == "i" and out.tolist() == [0, 0, 1]
+
+
+def test_graph_of_a_photo_of_a_cat_on_a_sofa(nlp):
+    g = caption_graph(nlp("a photo of a cat on a sofa"))
+    assert sorted(g.nodes) == [("object", "cat"), ("object", "sofa"), ("relation", "on")]
+    degree = {text: d for (_, text), d in zip(g.nodes, g.degrees().tolist())}
+    assert degree == {"cat": 1, "sofa": 1, "on": 2} and g.complexity == 2

@@ -39,14 +39,15 @@ def test_caption_criteria_and_first_failing_reason():
     assert flt.needs_images is False
     caps = [
         "a dog",  # complexity 0 -> complexity
-        "a photo of a cat",  # complexity 2, no verb -> action
+        "a photo of a cat",  # the photo frames the cat: complexity 0 -> complexity
+        "a cat on a sofa",  # complexity 2, no verb -> action
         "a dog chasing a ball on the beach",  # kept
         "a brown dog",  # complexity 1 (and no action): first failure is complexity
         "a man is riding a horse",  # kept
     ]
     keep, reasons = flt.decide(caps)
-    assert keep.tolist() == [False, False, True, False, True]
-    assert reasons == ["complexity", "action", None, "complexity", None]
+    assert keep.tolist() == [False, False, False, True, False, True]
+    assert reasons == ["complexity", "complexity", "action", None, "complexity", None]
 
 
 @needs_spacy

@@ -82,7 +82,7 @@ def test_diht_config_builds_hnnce_plus_concepts():
     assert isinstance(obj.terms["contrastive"], HNNCEObjective)
     hn, cd = obj.terms["contrastive"], obj.terms["concepts"]
     assert isinstance(cd, ConceptDistillation) and cd.teacher.num_concepts == 1000
-    assert hn.alpha == 1.0 and hn.beta1 == 0.5 and hn.reduction == "mean"
+    assert hn.alpha == 1.0 and hn.beta1 == 0.5 and hn.reduction == "sum"
     no_concepts = compose_cfg(["objective=diht", "objective.terms.concepts.weight=0"])
     obj = OBJECTIVES.build(OmegaConf.to_container(no_concepts.objective, resolve=True))
     assert list(obj.terms) == ["contrastive"]

@@ -18,6 +18,14 @@ from vlexp.samplers import SAMPLERS
 GROUPS = ["data", "encoder", "objective", "sampler", "filter", "trainer", "logger", "eval", "paths"]
 
 
+# presets with required values (``???``) and a value for each
+REQUIRED = {
+    "data=csv": ["data.source.path=pairs.csv"],
+    "data=webdataset": ["data.source.urls=shards"],
+    "data=wds_indexed": ["data.source.urls=shards"],
+}
+
+
 def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
 
@@ -26,7 +34,8 @@ def _options(group: str) -> list[str]:
     "group,option", [(g, o) for g in GROUPS + ["experiment", "debug"] for o in _options(g)]
 )
 def test_every_option_composes_and_validates(group, option, tmp_path):
-    cfg = compose_cfg([f"{group}={option}"], output_dir=tmp_path)
+    given = REQUIRED.get(f"{group}={option}", [])  # the preset's ??? values
+    cfg = compose_cfg([f"{group}={option}", *given], output_dir=tmp_path)
     OmegaConf.resolve(cfg)
     validate_config(cfg)
     # registered names exist for every component the config selects

@@ -10,6 +10,7 @@ batches an uninterrupted run trains on at steps 7..12.
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import stat
@@ -27,7 +28,7 @@ COMMON = [
     "debug=tiny_run", "data.source.num_train=128", "data.source.num_val=32",
     "data.source.num_test=32", "data.source.num_test_compositional=16", "data.batch_size=16",
     "trainer.max_steps=12", "trainer.val_check_interval=4", "test_after_fit=false",
-    "viz.enabled=false",
+    "viz.enabled=false", "trainer.log_every_n_steps=1",
 ]  # fmt: skip
 PREEMPT_AT = 6
 
@@ -122,3 +123,8 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(tmp_path, monkeypatc
     expected = [reference.batches[s] for s in range(PREEMPT_AT, 12)]
     assert resumed == expected
     assert _step_of(job / "checkpoints" / "last.ckpt") == 12
+    # the requeued job appended to the metric history: each step at most once, in order;
+    # only step PREEMPT_AT - 1 is absent (the simulated kill fires before its row is logged)
+    with open(job / "csv" / "metrics.csv", newline="") as f:
+        logged = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
+    assert logged == [s for s in range(12) if s != PREEMPT_AT - 1]

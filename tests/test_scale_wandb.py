@@ -16,7 +16,7 @@ from vlexp.run import train
 from vlexp.sweep import record_failure
 
 TINY = [
-    "debug=tiny_run", "logger.name=wandb", "data.source.num_train=128", "data.source.num_val=32",
+    "debug=tiny_run", "logger=wandb", "data.source.num_train=128", "data.source.num_val=32",
     "data.source.num_test=32", "data.source.num_test_compositional=16", "data.batch_size=16",
     "trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.log_every_n_steps=2",
     "test_after_fit=false", "viz.num_images=8", "viz.num_queries=2",

@@ -17,16 +17,22 @@ def _build(cfg):
 
 def test_objective_yaml_names_every_option(make_cfg) -> None:
     cfg = make_cfg(["objective=softalign"])
-    options = set(inspect.signature(SoftAlignObjective.__init__).parameters) - {"self"}
+    # encoder_config is runtime context (passed by the trainer), not a config option
+    options = set(inspect.signature(SoftAlignObjective.__init__).parameters) - {
+        "self",
+        "encoder_config",
+    }
     assert set(cfg.objective) - {"name"} == options
     obj = _build(cfg)
     assert isinstance(obj, SoftAlignObjective)
-    assert obj.teacher == "self" and obj.ema_model is None
+    # the default teacher is an EMA copy of the student's towers, not the student itself
+    assert obj.teacher == "ema" and obj.ema_model is not None
+    assert not obj.use_student_scale or obj.teacher != "self"
     # the defaults in the yaml are the constructor's defaults (one source of truth)
     defaults = {
         k: p.default
         for k, p in inspect.signature(SoftAlignObjective.__init__).parameters.items()
-        if k not in ("self", "ema_encoder")
+        if k not in ("self", "ema_encoder", "encoder_config")
     }
     assert {k: cfg.objective[k] for k in defaults} == defaults
 
@@ -58,8 +64,20 @@ def test_ema_teacher_from_config_mirrors_the_encoder(make_cfg) -> None:
 
 
 def test_softalign_as_a_composite_term(make_cfg) -> None:
-    cfg = make_cfg(["objective=composite", "objective.terms.main.name=softalign"])
-    obj = _build(cfg)
+    """A composite term gets the EMA teacher's architecture from the runtime context."""
+    cfg = make_cfg(
+        [
+            "objective=composite",
+            "objective.terms.main.name=softalign",
+            "encoder.vision_depth=1",
+            "encoder.text_depth=1",
+        ]
+    )
+    encoder = OmegaConf.to_container(cfg.encoder, resolve=True)
+    obj = OBJECTIVES.build(
+        OmegaConf.to_container(cfg.objective, resolve=True), embed_dim=128, encoder_config=encoder
+    )
+    assert len(obj.terms["main"].ema_model.image_tower.blocks) == 1
     img = torch.nn.functional.normalize(torch.randn(8, 16), dim=-1)
     from vlexp.objectives.distributed import gather_features
 

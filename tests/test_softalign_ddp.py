@@ -38,6 +38,7 @@ CONFIGS = {
         "schedule": "cosine",
         "ramp_end": 0.8,
         "alpha_max": 0.7,
+        "teacher": "self",
         "use_student_scale": False,
         "teacher_temperature": 0.1,
     },

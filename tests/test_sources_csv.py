@@ -13,6 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_cfg
+from vlexp.data.bad_samples import CollateReadLogs
 from vlexp.data.export import export_csv
 from vlexp.data.sources import DATASETS
 from vlexp.data.synthetic import build_synthetic
@@ -161,10 +162,14 @@ def test_bad_rows_are_skipped_counted_and_reported(exported, tmp_path):
     assert len(dm.train_set) == len(df) - 2  # empty caption and missing file dropped up front
     items = [dm.train_set[i] for i in range(len(dm.train_set))]
     assert sum(it["index"] != i for i, it in enumerate(items)) == 1  # broken JPEG substituted
+    # the records ride on the batch to the main process (as from a loader worker)
+    batch = CollateReadLogs(lambda its: {"n": len(its)})(items + [dm.train_set[0]])
+    assert dm.on_before_batch_transfer(batch, 0) == {"n": len(items) + 1}
     report = dm.bad_samples["train"]["read"]
     assert report["by_reason"] == {"empty_caption": 1, "missing_image": 1, "broken_image": 1}
-    # good: rows that passed the table check, plus every successful image read
-    assert report["bad"] == 3 and report["good"] == 2 * (len(df) - 2)
+    # every row counted once: the table check's 2 drops, then each kept row at its first read
+    assert report["seen"] == report["rows"] == len(df)
+    assert report["bad"] == 3 and report["good"] == len(df) - 3
     json.dumps(dm.bad_samples)  # plain data, ready for metrics.json
     strict = compose_cfg(
         ["data=csv", f"data.source.path={tmp_path}/bad.csv", "data.source.min_samples=1"]

@@ -258,8 +258,10 @@ def test_bad_sample_counts_reach_the_datamodule(tmp_path, synth):
     dm = _datamodule(cfg)
     dm.setup("fit")
     report = dm.bad_samples["train"]
-    assert report["index_pass"]["by_reason"] == {"truncated_tar": 1}
-    assert report["read"]["bad"] == 0
+    # the cut shard held 4 samples (sizes.json) and none is readable: 4 lost, not "1 shard"
+    assert report["index_pass"]["by_reason"] == {"truncated_tar": 4}
+    assert report["read"]["by_reason"] == {"truncated_tar": 4}  # reading starts from these
+    assert report["read"]["rows"] == N_TRAIN
     json.dumps(dm.bad_samples)
     stream_cfg = _cfg(
         "webdataset",
@@ -276,8 +278,11 @@ def test_bad_sample_counts_reach_the_datamodule(tmp_path, synth):
     )
     dm = _datamodule(stream_cfg)
     dm.setup("fit")
-    list(dm.train_dataloader())
-    assert dm.bad_samples["train"]["read"]["by_reason"] == {"truncated_tar": 1}
+    for batch in dm.train_dataloader():
+        dm.on_before_batch_transfer(batch, 0)  # what Lightning does with every batch
+    read = dm.bad_samples["train"]["read"]
+    assert read["by_reason"] == {"truncated_tar": 4}
+    assert read["seen"] == N_TRAIN and read["good"] == N_TRAIN - 4
 
 
 @pytest.mark.slow

@@ -41,8 +41,31 @@ def test_linear_values_and_shape() -> None:
 
 def test_linear_defaults_documented() -> None:
     s = LinearSchedule()
-    assert (s.p_max, s.start, s.end, s.p_min) == (0.5, 0.0, 0.5, 0.0)
-    assert s(0.25) == pytest.approx(0.25)
+    assert (s.p_max, s.start, s.end, s.p_min) == (1.0, 0.0, 0.8, 0.0)
+    assert s(0.2) == pytest.approx(0.25)  # 0.2 / 0.8 of the ramp
+
+
+@pytest.mark.parametrize("cls", [LinearSchedule, CosineSchedule, StepSchedule])
+def test_default_schedules_end_in_same_object_batches_only(cls: type) -> None:
+    """The curriculum's end state: every batch of the last part of training is same-object."""
+    s = cls()
+    assert s(0.0) == 0.0
+    assert np.all(s(np.linspace(0.8, 1.0, 41)) == 1.0)
+
+
+def test_shipped_sampler_config_ends_in_same_object_batches() -> None:
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "sampler" / "tonics.yaml"
+    spec = OmegaConf.to_container(OmegaConf.load(conf).schedule)
+    s = build_schedule(spec)
+    assert s(0.0) == 0.0
+    assert s(1.0) == 1.0
+    # share of same-object batches over the whole training, by numerical integration
+    # (the linear ramp to 1 at 0.8, then 1: 0.4 + 0.2 = 0.6)
+    assert np.mean(s(np.linspace(0.0, 1.0, 100_001))) == pytest.approx(0.6, abs=1e-4)
 
 
 def test_cosine_values_and_shape() -> None:

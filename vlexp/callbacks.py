@@ -1,12 +1,82 @@
-"""Lightning callbacks: the sampler's curriculum state and the resumable last checkpoint."""
+"""Lightning callbacks and checkpoint I/O: the sampler's curriculum state, the resumable
+last checkpoint, and crash-safe checkpoint writes."""
 
 from __future__ import annotations
 
+import logging
+import os
+import secrets
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
+
+log = logging.getLogger("vlexp")
+
+# temporary checkpoint files: ".vlexp-ckpt-<pid>-<token>.partial" next to the target
+PARTIAL_PREFIX, PARTIAL_SUFFIX = ".vlexp-ckpt-", ".partial"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes every checkpoint to a temporary file in its own directory, then renames it.
+
+    Lightning's default writer stages the bytes in ``$TMPDIR`` and *copies* them into
+    place when ``$TMPDIR`` is on another filesystem, so a kill during the copy leaves a
+    truncated ``last.ckpt``. Here the file is written, flushed and fsynced next to its
+    target and moved over it with ``os.replace`` (atomic within one filesystem): the
+    previous checkpoint stays intact until the new one is complete. A write that fails
+    removes its temporary file; one killed outright leaves it behind for
+    :func:`remove_partial_checkpoints` to clear at the next start.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):  # remote: Lightning's writer
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = (
+            target.parent / f"{PARTIAL_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+        )
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (best effort: not every OS/filesystem allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_partial_checkpoints(*dirs: str | Path) -> list[Path]:
+    """Delete temporary checkpoint files that a killed write left in ``dirs``; return them."""
+    removed = []
+    for d in dirs:
+        for p in Path(d).glob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}"):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    if removed:
+        log.info("removed %d unfinished checkpoint file(s) of an interrupted write", len(removed))
+    return removed
 
 
 class SamplerStatsCallback(L.Callback):
@@ -46,8 +116,14 @@ class LastCheckpoint(L.Callback):
             return
         if trainer.fast_dev_run or self._saved_at == trainer.global_step:
             return
+        for logger in trainer.loggers:
+            logger.save()
         trainer.save_checkpoint(str(self.path))
         self._saved_at = trainer.global_step
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and trainer.is_global_zero:
+            remove_partial_checkpoints(self.path.parent, trainer.default_root_dir)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._save(trainer)

@@ -50,9 +50,42 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+# A required value (``???`` in its preset) may stay unset when its alternative is given.
+REQUIRED_ALTERNATIVES = {"data.source.urls": "data.source.sources"}
+
+
+def missing_keys(cfg: DictConfig) -> list[str]:
+    """Dotted keys whose value is still ``???`` (required, not given), without resolving."""
+    out: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{prefix}{i}.")
+        elif node == "???":
+            out.append(prefix[:-1])
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return out
+
+
+def _check_required(cfg: DictConfig, errors: list[str]) -> None:
+    """One line per required value left at ``???``, naming the key to set."""
+    for key in missing_keys(cfg):
+        alternative = REQUIRED_ALTERNATIVES.get(key)
+        if alternative is not None and _get(cfg, alternative) is not None:
+            continue
+        also = f" (or {alternative}=...)" if alternative else ""
+        errors.append(f"  {key} is required: give it on the command line, {key}=...{also}")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` listing every invalid value found."""
     e: list[str] = []
+    _check_required(cfg, e)
     _check(cfg, "seed", _is_int, "an integer", e)
     _check(cfg, "data.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1", e)
     _check(
@@ -152,5 +185,30 @@ def validate_config(cfg: DictConfig) -> None:
             "contrastive loss (negatives come only from each micro-batch), so vlexp refuses "
             "it; raise data.batch_size or use more devices instead"
         )
+    _check_objective_degeneracy(cfg, e)
     if e:
         raise ConfigError("Invalid configuration:\n" + "\n".join(e))
+
+
+def _check_objective_degeneracy(cfg: DictConfig, errors: list[str]) -> None:
+    """Refuse objective configs that are mathematically their baseline (see softalign)."""
+    obj = _get(cfg, "objective")
+    if not isinstance(obj, DictConfig):
+        return
+    entries = [("objective", obj)]
+    terms = obj.get("terms") if obj.get("name") == "composite" else None
+    if isinstance(terms, DictConfig):
+        entries += [
+            (f"objective.terms.{k}", t)
+            for k, t in terms.items()
+            if isinstance(t, DictConfig) and t.get("weight", 1.0) != 0
+        ]
+    for key, term in entries:
+        if term.get("name") != "softalign":
+            continue
+        from vlexp.objectives.softalign import config_errors
+
+        opts = OmegaConf.to_container(term, resolve=True)
+        encoder = _get(cfg, "encoder")
+        enc = OmegaConf.to_container(encoder, resolve=True) if encoder is not None else None
+        errors.extend(f"  {key}: {reason}" for reason in config_errors(opts, enc))

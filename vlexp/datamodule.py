@@ -12,14 +12,23 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from vlexp.data.bad_samples import BadSampleTally, CollateReadLogs
 from vlexp.data.file_sources import bad_sample_report, check_streaming_setup, is_streaming
-from vlexp.data.pipeline import ImageCollator, PairCollator, image_transform
+from vlexp.data.pipeline import (
+    ImageCollator,
+    KeyedBatches,
+    KeyedPairs,
+    PairCollator,
+    PlannedLoader,
+    image_transform,
+)
 from vlexp.data.sources import DATASETS, DataSplits
 from vlexp.data.types import Subset
 from vlexp.eval.datasets import build_extra_eval_sets
 from vlexp.eval.sets import EvalSet
 from vlexp.filters import FILTERS, FilterReport
 from vlexp.samplers import SAMPLERS, PlannedBatchSampler
+from vlexp.samplers.tagging import TrainTags, resolve_train_tags
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +98,8 @@ class VLDataModule(L.LightningDataModule):
         self.train_sampler: PlannedBatchSampler | None = None
         self._pending_sampler_state: dict[str, Any] | None = None
         self._stream: Any = None  # the rank-bound stream of a streaming source
+        self.tally = BadSampleTally()  # bad-sample counts of every reader, main process
+        self._train_tags: TrainTags | None = None
 
     @classmethod
     def for_model(
@@ -120,6 +131,24 @@ class VLDataModule(L.LightningDataModule):
         else:
             self.train_set = self._filtered(splits.train)
         self.splits = splits
+        self._track_readers()
+
+    def _track_readers(self) -> None:
+        """Count the readers' bad samples here, from records the batches carry, so counts
+        and the ceiling do not depend on ``data.num_workers`` (:mod:`vlexp.data.bad_samples`)."""
+        assert self.splits is not None
+        if not is_streaming(self.train_set):
+            self.tally.track("train", _reader(self.train_set))
+        for stage, sets in (("val", self.splits.val), ("test", self.splits.test)):
+            for s in sets:
+                self.tally.track(f"{stage}/{s.name}", _reader(getattr(s.images, "source", None)))
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Count the bad-sample records a batch carries (and check the ceiling)."""
+        return self.tally.absorb(batch)
+
+    def teardown(self, stage: str) -> None:
+        self.tally.log_summary()
 
     def _filtered(self, source: Any) -> Any:
         flt = FILTERS.build(self.filter_cfg)
@@ -173,16 +202,33 @@ class VLDataModule(L.LightningDataModule):
 
     def build_train_sampler(self) -> PlannedBatchSampler:
         rank, world = self._rank_world()
+        tags = self.train_tags()
         return SAMPLERS.build(
-            self.sampler_cfg,
+            tags.sampler_options,
             num_samples=len(self.train_set),
             batch_size=int(self.data_cfg["batch_size"]),
             seed=self.seed,
             rank=rank,
             world_size=world,
-            tags=self.train_set.tag_table,
+            tags=tags.table,
             total_steps=self.total_steps,
         )
+
+    def train_tags(self) -> TrainTags:
+        """The training pairs' object tags for the sampler (``sampler.tagging``), resolved
+        once: the data's own, or caption tags (:mod:`vlexp.samplers.tagging`)."""
+        if self._train_tags is None:
+            assert self.splits is not None, "call setup() first"
+            base = self.splits.train
+            kept = None if self.train_set is base else self.train_set.indices
+            self._train_tags = resolve_train_tags(base, kept, self.sampler_cfg)
+        return self._train_tags
+
+    @property
+    def tag_report(self) -> dict[str, Any] | None:
+        """Coverage and pairs per class of the sampler's tags (``None``: not resolved)."""
+        tags = self._train_tags
+        return tags.report.as_dict() if tags is not None and tags.report else None
 
     def _stream_loader(self) -> DataLoader:
         rank, world = self._rank_world()
@@ -194,13 +240,14 @@ class VLDataModule(L.LightningDataModule):
             )
         bs = int(self.data_cfg["batch_size"])
         self._stream = self.train_set.for_rank(rank, world, bs)
+        self.tally.track("train", self._stream)
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             self._stream.set_epoch(trainer.current_epoch)
         return DataLoader(
             self._stream,
             batch_size=bs,
-            collate_fn=self.train_collate,
+            collate_fn=CollateReadLogs(self.train_collate),
             drop_last=True,
             **self._loader_kwargs(),
         )
@@ -215,10 +262,11 @@ class VLDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             self.train_sampler.set_epoch(trainer.current_epoch)
-        return DataLoader(
-            self.train_set,
-            batch_sampler=self.train_sampler,
-            collate_fn=self.train_collate,
+        # (epoch, index) keys seed each sample's crop: exact resume with any worker count
+        return PlannedLoader(
+            KeyedPairs(self.train_set, self.seed),
+            batch_sampler=KeyedBatches(self.train_sampler),
+            collate_fn=CollateReadLogs(self.train_collate),
             **self._loader_kwargs(),
         )
 
@@ -230,7 +278,7 @@ class VLDataModule(L.LightningDataModule):
                 s.images,
                 batch_size=bs,
                 sampler=_RankShard(len(s.images), rank, world),
-                collate_fn=self.eval_collate,
+                collate_fn=CollateReadLogs(self.eval_collate),
                 **self._loader_kwargs(),
             )
             for s in sets
@@ -257,20 +305,24 @@ class VLDataModule(L.LightningDataModule):
         """Skipped/altered record counts per split, e.g. ``{"train": {"read": {...},
         "index_pass": {...}}, "val/heldout": {...}}`` (readers that keep counts only).
 
-        Counts are those of this process: table checks and index passes always, decoding
-        only when ``num_workers=0`` (each DataLoader worker logs its own summary).
+        ``read`` holds the counts of the batches this process consumed, whatever
+        ``data.num_workers`` (the records travel with the batches); with several ranks,
+        each rank's own share.
         """
         if self.splits is None:
             return {}
         out: dict[str, Any] = {}
-        train = bad_sample_report(self._stream if self._stream is not None else self.train_set)
-        if train:
-            out["train"] = train
+        readers = {"train": self._stream if self._stream is not None else self.train_set}
         for stage, sets in (("val", self.splits.val), ("test", self.splits.test)):
             for s in sets:
-                rep = bad_sample_report(getattr(s.images, "source", None))
-                if rep:
-                    out[f"{stage}/{s.name}"] = rep
+                readers[f"{stage}/{s.name}"] = getattr(s.images, "source", None)
+        counts = self.tally.report()
+        for key, reader in readers.items():
+            rep = bad_sample_report(reader) or {}
+            if key in counts:
+                rep["read"] = counts[key]
+            if rep:
+                out[key] = rep
         return out
 
     # ---------------------------------------------------------------- resume
@@ -290,6 +342,13 @@ class VLDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._pending_sampler_state = state.get("sampler")
+
+
+def _reader(source: Any) -> Any:
+    """The reader under :class:`Subset` views."""
+    while isinstance(source, Subset):
+        source = source.source
+    return source
 
 
 def _plain(cfg: Any) -> dict[str, Any]:

@@ -63,7 +63,12 @@ class Registry(Generic[T]):
         """
         if isinstance(cfg, str):
             cfg = {"name": cfg}
-        kwargs = {k: v for k, v in dict(cfg).items() if k != "name" and not k.startswith("_")}
+        # a required value left at ``???`` arrives unset, so the factory's check names it
+        kwargs = {
+            k: None if isinstance(v, str) and v == "???" else v
+            for k, v in dict(cfg).items()
+            if k != "name" and not k.startswith("_")
+        }
         if "name" not in cfg:
             raise ValueError(f"{self.kind} config needs a `name` key (one of {self.names()})")
         factory = self.get(str(cfg["name"]))

@@ -2,14 +2,57 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
 from vlexp.eval.finegrained import finegrained_chance
 from vlexp.eval.retrieval import retrieval_chance
 from vlexp.eval.sets import EvalSet
+
+
+def objective_label(objective: Mapping[str, Any]) -> str:
+    """The loss that runs: its name, and for ``composite`` the terms with non-zero weight."""
+    name = str(objective.get("name"))
+    terms = objective.get("terms")
+    if name != "composite" or not isinstance(terms, Mapping):
+        return name
+    active = [
+        str(t.get("name"))
+        for t in terms.values()
+        if isinstance(t, Mapping) and float(t.get("weight", 1.0)) != 0.0
+    ]
+    return f"composite({' + '.join(active)})"
+
+
+def run_title(cfg: DictConfig, choices: Mapping[str, Any] | None = None) -> str:
+    """One line naming what ran: experiment, objective, sampler, filter and encoder.
+
+    ``choices`` are Hydra's group choices (``hydra.runtime.choices``); a preset whose name
+    differs from what it builds is shown in brackets, e.g. ``objective clip [tonics]``.
+    """
+    choices = choices or {}
+    container = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(container, dict)
+    ran = {
+        "objective": objective_label(container.get("objective") or {}),
+        "sampler": str(cfg.sampler.name),
+        "filter": str(cfg.filter.name),
+        "encoder": str(cfg.encoder.name),
+    }
+    parts = []
+    for group, label in ran.items():
+        preset = choices.get(group)
+        shown = f"{group} {label}"
+        if preset not in (None, "null") and str(preset) != label:
+            shown += f" [{preset}]"
+        parts.append(shown)
+    experiment = choices.get("experiment")
+    head = f"experiment {experiment}: " if experiment not in (None, "null") else ""
+    return head + ", ".join(parts)
 
 
 def chance_levels(eval_set: EvalSet, ks: tuple[int, ...]) -> dict[str, float]:
@@ -57,6 +100,7 @@ def metrics_rows(
 
 
 def print_metrics_table(rows: list[dict[str, Any]], title: str) -> None:
+    """Print ``rows`` (from :func:`metrics_rows`) as a rich table titled ``title``."""
     table = Table(title=title)
     for col, just in (
         ("set", "left"),

@@ -20,18 +20,21 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from vlexp.callbacks import LastCheckpoint, SamplerStatsCallback
+from vlexp.callbacks import AtomicCheckpointIO, LastCheckpoint, SamplerStatsCallback
 from vlexp.config import validate_config
 from vlexp.datamodule import VLDataModule
 from vlexp.encoders import ENCODERS
-from vlexp.loggers import build_loggers
+from vlexp.io import load_torch_file
+from vlexp.loggers import build_loggers, finish_wandb
 from vlexp.model_opts import apply_model_opts
 from vlexp.module import VLModule
 from vlexp.objectives import OBJECTIVES
-from vlexp.report import metrics_rows, print_metrics_table
+from vlexp.progress import EpochProgressBar
+from vlexp.report import metrics_rows, print_metrics_table, run_title
 from vlexp.samplers import SAMPLERS
-from vlexp.slurm import env_rank, resume_checkpoint
+from vlexp.slurm import env_rank, find_resume_point, log_resume_point, resume_checkpoint
 from vlexp.sweep import (
+    group_choices,
     is_multirun,
     isolated_job,
     prepare_ddp_relaunch,
@@ -47,9 +50,9 @@ TRAINER_KEYS_HANDLED_HERE = ("fast_dev_run",)
 def resolve_resume(resume: str | None, run_dir: Path) -> str | None:
     """Checkpoint path to resume from: None, a .ckpt file, a run dir, or 'auto'.
 
-    ``auto`` resumes from the newest of ``<run_dir>/checkpoints/last.ckpt`` and SLURM's
-    ``<run_dir>/hpc_ckpt_<n>.ckpt`` (what a requeued job wants) and starts fresh
-    otherwise; see :func:`vlexp.slurm.resume_checkpoint`.
+    ``auto`` resumes from the newest readable one of ``<run_dir>/checkpoints/last.ckpt``
+    and SLURM's ``<run_dir>/hpc_ckpt_<n>.ckpt`` (what a requeued job wants; unreadable
+    files are skipped) and starts fresh otherwise; see :func:`vlexp.slurm.find_resume_point`.
     """
     return resume_checkpoint(resume, run_dir)
 
@@ -62,7 +65,7 @@ def trained_steps(trainer: L.Trainer, run_dir: Path) -> int:
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         return 0
-    state = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+    state = load_torch_file(last, "checkpoint", mmap=True)
     return int(state.get("global_step", 0))
 
 
@@ -86,6 +89,7 @@ def build_components(cfg: DictConfig) -> tuple[VLModule, VLDataModule]:
         embed_dim=model.embed_dim,
         image_mean=model.image_mean,
         image_std=model.image_std,
+        encoder_config=OmegaConf.to_container(cfg.encoder, resolve=True),
     )
     module = VLModule(
         model,
@@ -112,7 +116,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     """The Lightning trainer with checkpointing, logging and progress bar."""
     tcfg: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
     fast = bool(tcfg.get("fast_dev_run"))
-    callbacks: list[L.Callback] = [SamplerStatsCallback()]
+    callbacks: list[L.Callback] = [SamplerStatsCallback(), EpochProgressBar()]
     loggers: Any = False
     if not fast:
         callbacks += [
@@ -128,7 +132,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
             LastCheckpoint(run_dir / "checkpoints"),
             LearningRateMonitor(logging_interval="step"),
         ]
-        loggers = build_loggers(cfg, run_dir) if cfg.logger.name != "none" else False
+        if cfg.logger.name != "none":
+            # a resume from this run dir's own checkpoint continues its wandb run
+            resume_from = resolve_resume(cfg.get("resume"), run_dir)
+            loggers = build_loggers(cfg, run_dir, resume_from=resume_from)
         viz = cfg.get("viz")
         if viz is not None and viz.get("enabled", False):
             from vlexp.viz.callback import VizCallback
@@ -147,6 +154,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         logger=loggers,
         use_distributed_sampler=False,  # vlexp's batch samplers split by rank themselves
         enable_progress_bar=True,
+        plugins=[AtomicCheckpointIO()],  # temp file + rename: a kill never truncates a ckpt
         **tcfg,
     )
 
@@ -158,7 +166,12 @@ def train(cfg: DictConfig) -> float | None:
     run_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     L.seed_everything(int(cfg.seed), workers=True)
-    ckpt_path = resolve_resume(cfg.get("resume"), run_dir)
+    point = find_resume_point(cfg.get("resume"), run_dir)
+    if env_rank() == 0:
+        log_resume_point(point, cfg.get("resume"))  # which file and step, or a fresh start
+    ckpt_path = point.path
+    if ckpt_path:  # refuse a file that only loads by running code, before building anything
+        load_torch_file(ckpt_path, "checkpoint to resume from", mmap=True)
 
     module, datamodule = build_components(cfg)
     trainer = build_trainer(cfg, run_dir)
@@ -168,7 +181,7 @@ def train(cfg: DictConfig) -> float | None:
     datamodule.setup("fit")
     module.objective.setup(datamodule.train_set, cache_dir=str(cfg.paths.cache_dir))
     start = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     fit_seconds = time.time() - start
     if trainer.fast_dev_run:
         return None
@@ -185,13 +198,10 @@ def train(cfg: DictConfig) -> float | None:
         ks = tuple(cfg.eval.ks)
         rows = metrics_rows(test_metrics, datamodule.test_sets, "test", ks)
         if rows:
-            print_metrics_table(
-                rows,
-                f"held-out test metrics ({cfg.objective.name} / "
-                f"{cfg.sampler.name} / {cfg.filter.name})",
-            )
+            print_metrics_table(rows, f"held-out test metrics: {run_title(cfg, group_choices())}")
         report = datamodule.filter_report.as_dict() if datamodule.filter_report else None
         summary = {
+            "experiment": group_choices().get("experiment"),
             "objective": cfg.objective.name,
             "sampler": cfg.sampler.name,
             "filter": cfg.filter.name,
@@ -206,9 +216,11 @@ def train(cfg: DictConfig) -> float | None:
             "test_table": rows,
             "filter_report": report,
             "bad_samples": datamodule.bad_samples,
+            "tag_report": datamodule.tag_report,
         }
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
         log.info("wrote %s", run_dir / "metrics.json")
+    finish_wandb()  # one wandb run per job: the next job of a sweep opens its own
     return monitored
 
 

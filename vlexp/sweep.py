@@ -45,13 +45,20 @@ def sweep_name() -> str | None:
     return f"{sweep_dir.parent.name}/{sweep_dir.name}" if sweep_dir.parent.name else sweep_dir.name
 
 
-def experiment_name() -> str | None:
-    """The ``experiment=`` choice of this run, or None."""
+def group_choices() -> dict[str, str]:
+    """The config-group presets this job was composed from (``{"objective": "tonics", ...}``).
+
+    Groups left at null are omitted; empty outside a Hydra app.
+    """
     hc = hydra_cfg()
     if hc is None:
-        return None
-    choice = hc.runtime.choices.get("experiment")
-    return str(choice) if choice not in (None, "null") else None
+        return {}
+    return {str(k): str(v) for k, v in hc.runtime.choices.items() if v not in (None, "null")}
+
+
+def experiment_name() -> str | None:
+    """The ``experiment=`` choice of this run, or None."""
+    return group_choices().get("experiment")
 
 
 def run_group(cfg: DictConfig) -> str:
@@ -62,6 +69,21 @@ def run_group(cfg: DictConfig) -> str:
     """
     explicit = cfg.logger.get("group") if "logger" in cfg else None
     return str(explicit or sweep_name() or experiment_name() or cfg.get("task_name", "train"))
+
+
+def run_name(cfg: DictConfig) -> str | None:
+    """Display name of a run in experiment trackers.
+
+    ``logger.run_name`` when set, else the job's overrides as Hydra writes them
+    (``hydra.job.override_dirname``, e.g. ``objective=hnnce,optim.lr=0.001``), else None
+    (the tracker picks a name).
+    """
+    explicit = cfg.logger.get("run_name") if "logger" in cfg else None
+    if explicit:
+        return str(explicit)
+    hc = hydra_cfg()
+    overrides = str(hc.job.get("override_dirname") or "") if hc is not None else ""
+    return overrides or None
 
 
 def record_failure(run_dir: Path, exc: BaseException) -> Path:

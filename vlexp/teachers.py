@@ -51,6 +51,7 @@ from vlexp.encoders.weights import (
     packaged_lite0_weights,
     read_state_dict,
 )
+from vlexp.io import load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +348,14 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
+def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` as JSON-able plain types (numpy scalars become numbers), so the saved
+    file loads with :func:`vlexp.io.load_torch_file` (tensors and plain values only)."""
+    return json.loads(
+        json.dumps(values, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    )
+
+
 def save_synthetic_teacher(
     model: SmallCNN,
     class_names: Sequence[str],
@@ -367,7 +376,7 @@ def save_synthetic_teacher(
         "image_size": int(image_size),
         "mean": list(mean),
         "std": list(std),
-        "info": dict(info or {}),
+        "info": _plain(dict(info or {})),
     }
     tmp = f"{path}.tmp"
     torch.save(blob, tmp)
@@ -382,7 +391,7 @@ def load_synthetic_teacher(path: str | os.PathLike) -> ImageTeacher:
             f"synthetic teacher not found at {path}; train one with "
             f"`python -m vlexp.teachers train-synthetic --out {path}`"
         )
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob = load_torch_file(path, "synthetic teacher")
     if not isinstance(blob, dict) or blob.get("format") != SYNTHETIC_FORMAT:
         raise ValueError(
             f"{path} is not a vlexp synthetic teacher (expected format "

@@ -3,7 +3,7 @@
 # (experiment=tonics), seeds 0 and 1; then the results table. Usage, from anywhere:
 #   experiments/tonics_curriculum/run.sh [SWEEP_DIR]      (default multirun/tonics_curriculum)
 # Budget per run (4 runs, sequential): 6400 train pairs, batch 64, 100 steps = exactly one
-# epoch (each pair seen once; README says why one epoch), validation once at the end; test
+# epoch (each pair seen once), validation once at the end; test
 # on 500 images (+250 compositional, 500 fine-grained with 4 distractors each). One torch
 # thread per run: on the 2 shared CPU cores of the dev machine 2 threads thrash (5-9 s/step
 # under load vs ~1.5 s with 1). Measured: 31 min for the 4 runs at load average 6-9.

@@ -1,18 +1,25 @@
 """`CsvPairs`: a map-style pair source over a CSV/TSV/parquet table of image paths + captions.
 
 The table is read once, column names are checked up front, rows whose caption is empty
-or whose image file does not exist are dropped (counted per reason), and the kept
-captions, paths, labels and tags are held in compact arrays. Images are decoded on
-access; an unreadable image is skipped (counted) and a deterministic substitute row is
-returned instead, with its own ``index`` so per-row lookups stay consistent.
+or not valid UTF-8 or whose image file does not exist are dropped (counted per reason,
+with their row number), and the kept captions, paths, labels and tags are held in
+compact arrays. Images are decoded on access; an unreadable image is skipped (counted
+once per row) and a deterministic substitute row is returned instead, with its own
+``index`` so per-row lookups stay consistent.
+
+Counting: the table check looks at every row, and its ceiling is judged on the whole
+table. ``self.bad`` then counts each *row* once: the rows dropped by the table check
+plus every kept row at its first decode, so after a pass over all rows ``seen`` equals
+the table's row count, and the bad fraction is judged on the rows actually looked at.
 
 Tags come from a column of class names joined by ``;`` (e.g. ``"dog;ball"``), mapped to
 ids through ``class_names`` (a list or a ``classes.json``), else ``classes.json`` next
-to the table, else the sorted set of names found in the column.
+to the table, else the sorted set of names found in the tags and label columns.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from vlexp.data import bad_samples as R
-from vlexp.data.bad_samples import BadSampleCounter, first_good
+from vlexp.data.bad_samples import BadSampleCounter, attach_log, first_good
 from vlexp.data.records import (
     IMAGE_ERRORS,
     TAG_SEP,
@@ -30,9 +37,13 @@ from vlexp.data.records import (
     PackedStrings,
     clean_caption,
     decode_image,
+    is_valid_utf8,
     label_without_vocab,
+    names_found,
 )
 from vlexp.data.types import TagTable
+
+log = logging.getLogger(__name__)
 
 
 def table_format(path: Path, sep: str | None) -> str:
@@ -58,7 +69,8 @@ def table_columns(path: Path, fmt: str) -> list[str]:
         import pyarrow.parquet as pq
 
         return list(pq.read_schema(path).names)
-    return [str(c) for c in pd.read_csv(path, sep=fmt, nrows=0).columns]
+    head = pd.read_csv(path, sep=fmt, nrows=0, encoding_errors="surrogateescape")
+    return [str(c) for c in head.columns]
 
 
 class CsvPairs:
@@ -94,30 +106,21 @@ class CsvPairs:
         if not self.path.is_file():
             raise FileNotFoundError(f"pairs table {self.path} does not exist; check data.path")
         self.root = Path(root) if root is not None else self.path.parent
-        self.bad = BadSampleCounter(max_bad_fraction, min_samples, name=str(self.path))
         self._known_bad: set[int] = set()
         fmt = table_format(self.path, sep)
         df = self._read(fmt, image_col, caption_col, tags_col, label_col)
 
         captions = [clean_caption(c) for c in df[caption_col].tolist()]
         files = ["" if f is None else str(f).strip() for f in df[image_col].tolist()]
-        keep = np.ones(len(df), dtype=bool)
-        root_str = str(self.root)
-        reasons: list[tuple[str, str]] = []
-        for r, (cap, f) in enumerate(zip(captions, files)):
-            if cap is None:
-                keep[r] = False
-                reasons.append((R.EMPTY_CAPTION, f"row {r} ({f})"))
-            elif not f or (check_files and not os.path.isfile(os.path.join(root_str, f))):
-                keep[r] = False
-                reasons.append((R.MISSING_IMAGE, f"row {r}: {self.root / f}"))
-        rows = np.flatnonzero(keep)
-        self.bad.good += len(rows)
-        for reason, detail in reasons:
-            self.bad.add(reason, detail, check=False)
-        self.bad.check()
+        rows, table_check = self._check_rows(captions, files, check_files)
+        table_check.max_bad_fraction, table_check.min_samples = max_bad_fraction, min_samples
+        table_check.check()  # the table check looked at every row: judge it on all of them
         if len(rows) == 0:
-            raise ValueError(f"{self.path}: no usable rows ({self.bad.as_dict()})")
+            raise ValueError(f"{self.path}: no usable rows ({table_check.as_dict()})")
+        self.bad = BadSampleCounter(
+            max_bad_fraction, min_samples, name=str(self.path), num_rows=len(rows)
+        )
+        self.bad.start_up(len(df), table_check.bad, table_check.examples)
         self.rows = rows  # row numbers in the table of the kept pairs
         self._captions = PackedStrings.from_strings(captions[r] for r in rows)  # type: ignore[misc]
         self._files = PackedStrings.from_strings(files[r] for r in rows)
@@ -127,8 +130,9 @@ class CsvPairs:
         if tags_col is not None:
             col = df[tags_col].tolist()
             tag_names = [_split_tags(col[r]) for r in rows]
-            if self.vocab is None:
-                self.vocab = ClassVocab(sorted({t for ts in tag_names for t in ts}))
+        if self.vocab is None:
+            label_values = [] if label_col is None else [df[label_col].iat[r] for r in rows]
+            self.vocab = self._derived_vocab(tag_names, label_values)
         self._tag_table: TagTable | None = None
         if tag_names is not None and self.vocab is not None:
             ids = [self.vocab.tag_ids(ts, self.bad, f"row {r}") for r, ts in zip(rows, tag_names)]
@@ -143,6 +147,43 @@ class CsvPairs:
                     labels[k] = label_without_vocab(col[r])
         self.labels = labels
         self.bad.log_summary()
+
+    def _check_rows(
+        self, captions: list[str | None], files: list[str], check_files: bool
+    ) -> tuple[np.ndarray, BadSampleCounter]:
+        """Rows with a caption (valid UTF-8) and an existing image file, and the counts."""
+        counter = BadSampleCounter(1.0, name=str(self.path))
+        keep = np.ones(len(captions), dtype=bool)
+        root_str = str(self.root)
+        for r, (cap, f) in enumerate(zip(captions, files)):
+            if cap is None:
+                counter.add(R.EMPTY_CAPTION, f"row {r} ({f})", check=False)
+            elif not is_valid_utf8(cap):
+                counter.add(
+                    R.BAD_ENCODING, f"row {r} ({f}): caption is not UTF-8: {cap!r}", check=False
+                )
+            elif not f or (check_files and not os.path.isfile(os.path.join(root_str, f))):
+                counter.add(R.MISSING_IMAGE, f"row {r}: {self.root / f}", check=False)
+            else:
+                continue
+            keep[r] = False
+        counter.good = int(keep.sum())
+        return np.flatnonzero(keep), counter
+
+    def _derived_vocab(
+        self, tag_names: list[list[str]] | None, labels: list[Any]
+    ) -> ClassVocab | None:
+        """Class names from the tags and (non-integer) labels found, when any."""
+        names = names_found(tag_names or [], labels)
+        if not names:
+            return None if tag_names is None else ClassVocab([])
+        log.info(
+            "%s: no classes.json: %d class names taken from the tags/labels found (e.g. %s)",
+            self.path,
+            len(names),
+            names[:5],
+        )
+        return ClassVocab(names)
 
     def _read(
         self,
@@ -168,7 +209,14 @@ class CsvPairs:
         usecols = list(dict.fromkeys(wanted.values()))
         if fmt == "parquet":
             return pd.read_parquet(self.path, columns=usecols)
-        return pd.read_csv(self.path, sep=fmt, usecols=usecols, dtype=str, keep_default_na=False)
+        return pd.read_csv(  # bytes that are not UTF-8 are kept and the row counted as bad
+            self.path,
+            sep=fmt,
+            usecols=usecols,
+            dtype=object,  # plain str objects: they can hold the undecodable bytes
+            keep_default_na=False,
+            encoding_errors="surrogateescape",
+        )
 
     # ---------------------------------------------------------------- PairSource
     def __len__(self) -> int:
@@ -191,15 +239,17 @@ class CsvPairs:
             self._known_bad,
             lambda e: R.MISSING_IMAGE if isinstance(e, FileNotFoundError) else R.BROKEN_IMAGE,
             IMAGE_ERRORS,
+            where=lambda k: f"row {int(self.rows[k])} ({self._files[k]})",
         )
         table = self._tag_table
-        return {
+        item = {
             "image": image,
             "caption": self._captions[j],
             "tags": [] if table is None else table.tags_of(j).tolist(),
             "label": int(self.labels[j]),
             "index": j,
         }
+        return attach_log(item, self.bad)
 
     @property
     def captions(self) -> PackedStrings:

@@ -25,11 +25,10 @@ accepted and ignored with a log line. ``image_size`` is read by the tiny encoder
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from vlexp.data.bad_samples import BadSampleCounter
 from vlexp.data.csv_source import CsvPairs, table_columns, table_format
 from vlexp.data.records import ClassVocab
 from vlexp.data.shard_index import IndexedShardPairs, ShardIndex, index_shards
-from vlexp.data.shards import list_shards, local_path, quota, worker_id_count
+from vlexp.data.shards import list_shards, local_path, quota
 from vlexp.data.sources import DATASETS, DataSplits
 from vlexp.data.types import Subset
 from vlexp.data.webdataset_source import WebDatasetPairs
@@ -304,24 +303,22 @@ class StreamingPairs(WebDatasetPairs):
         self.max_samples = max_samples
 
     def for_rank(self, rank: int, world_size: int, batch_size: int | None = None) -> StreamingPairs:
-        """The same stream for ``rank`` of ``world_size``; when resampled, every worker's
-        share is a multiple of ``batch_size`` so every rank yields the same full batches."""
+        """The same stream for ``rank`` of ``world_size``, yielding whole batches of
+        ``batch_size`` per worker; when resampled every rank yields the same batches.
+        The class list is carried over (not looked up again)."""
         kwargs = dict(
             self._kwargs,
             rank=rank,
             world_size=world_size,
-            batch_size=batch_size if self.resampled else None,
+            batch_size=batch_size,
+            class_names=self.vocab,
         )
         return StreamingPairs(self._urls, max_samples=self.max_samples, **kwargs)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        stream = super().__iter__()
+    def _item_budget(self, worker: int, num_workers: int) -> int | None:
         if self.max_samples is None or self.resampled:
-            yield from stream
-            return
-        worker, num_workers = worker_id_count()
-        budget = quota(self.max_samples // self.world_size, num_workers, worker)
-        yield from itertools.islice(stream, budget)
+            return super()._item_budget(worker, num_workers)
+        return quota(self.max_samples // self.world_size, num_workers, worker)
 
 
 @DATASETS.register("webdataset")

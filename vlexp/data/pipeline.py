@@ -1,12 +1,66 @@
-"""Image transforms and batch collation (tokenisation happens here, in loader workers)."""
+"""Image transforms, batch collation (tokenisation happens here, in loader workers) and
+the keyed training loader that makes random crops independent of RNG state.
+
+Exact resume: every training sample's crop is drawn from its own seed, derived from
+``(run seed, epoch, sample index)`` (:func:`augmentation_seed`). The crop of a sample
+therefore does not depend on the number of loader workers, on what was drawn before it,
+or on whether the run was interrupted and resumed; a resumed run sees the same pixels
+as an uninterrupted one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from torch.utils.data import DataLoader, Sampler
 from torchvision import transforms as T
+from torchvision.transforms import functional as TF
+
+CROP_RATIO = (0.9, 1.1)
+
+
+def augmentation_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed for the augmentation of sample ``index`` in ``epoch`` of a run."""
+    state = np.random.SeedSequence([int(seed) % 2**64, int(epoch), int(index)])
+    return int(state.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+class TrainTransform:
+    """Random resized crop (no flips: they would falsify 'left of' captions), tensor
+    conversion and normalisation.
+
+    Called with a ``seed``, the crop box is drawn from that seed alone (torchvision's
+    ``RandomResizedCrop`` algorithm on a private generator state; the global RNG is left
+    as it was); without one, from the global torch RNG like ``RandomResizedCrop``.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        crop_scale: Sequence[float] = (0.9, 1.0),
+        ratio: Sequence[float] = CROP_RATIO,
+    ) -> None:
+        self.size = [image_size, image_size]
+        self.scale = [float(v) for v in crop_scale]
+        self.ratio = [float(v) for v in ratio]
+        self.finish = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+
+    def crop_box(self, image: Any, seed: int | None = None) -> tuple[int, int, int, int]:
+        """``(top, left, height, width)`` of the crop of ``image``."""
+        if seed is None:
+            return T.RandomResizedCrop.get_params(image, self.scale, self.ratio)
+        with torch.random.fork_rng(devices=[]):  # CPU generator only, restored on exit
+            torch.default_generator.manual_seed(int(seed))
+            return T.RandomResizedCrop.get_params(image, self.scale, self.ratio)
+
+    def __call__(self, image: Any, seed: int | None = None) -> torch.Tensor:
+        top, left, h, w = self.crop_box(image, seed)
+        return self.finish(TF.resized_crop(image, top, left, h, w, self.size, antialias=True))
 
 
 def image_transform(
@@ -16,17 +70,75 @@ def image_transform(
     train: bool,
     crop_scale: Sequence[float] = (0.9, 1.0),
 ) -> Callable:
-    """Train: random resized crop (no flips: they would falsify 'left of' captions).
+    """Train: :class:`TrainTransform` (random resized crop, seedable per sample).
     Eval: resize + centre crop. Both end with tensor conversion and normalisation."""
     if train:
-        geo = [
-            T.RandomResizedCrop(
-                image_size, scale=tuple(crop_scale), ratio=(0.9, 1.1), antialias=True
-            )
-        ]
-    else:
-        geo = [T.Resize(image_size, antialias=True), T.CenterCrop(image_size)]
+        return TrainTransform(image_size, mean, std, crop_scale)
+    geo = [T.Resize(image_size, antialias=True), T.CenterCrop(image_size)]
     return T.Compose([*geo, T.ToTensor(), T.Normalize(mean, std)])
+
+
+class KeyedPairs(torch.utils.data.Dataset):
+    """A map-style pair source read with ``(epoch, index)`` keys.
+
+    ``pairs[(epoch, i)]`` is ``source[i]`` plus ``aug_seed``: the seed of that sample's
+    augmentation in that epoch (:func:`augmentation_seed`). The keys come from
+    :class:`KeyedBatches` in the main process, so loader workers (persistent or not)
+    always know the current epoch.
+    """
+
+    def __init__(self, source: Any, seed: int) -> None:
+        self.source = source
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key
+        item = dict(self.source[index])
+        item["aug_seed"] = augmentation_seed(self.seed, epoch, index)
+        return item
+
+
+class KeyedBatches(Sampler[list[tuple[int, int]]]):
+    """A planned batch sampler's batches as ``(epoch, index)`` keys for :class:`KeyedPairs`.
+
+    ``sampler`` is the planned sampler, so Lightning's ``set_epoch`` (called on
+    ``loader.batch_sampler.sampler``) still selects the epoch's plan.
+    """
+
+    def __init__(self, planned: Any) -> None:
+        self.planned = planned
+
+    @property
+    def sampler(self) -> Any:
+        return self.planned
+
+    def __len__(self) -> int:
+        return len(self.planned)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch = int(self.planned.epoch)
+        for batch in self.planned:
+            yield [(epoch, int(i)) for i in batch]
+
+
+class PlannedLoader(DataLoader):
+    """The training loader of a planned sampler; its position lives in the datamodule.
+
+    The datamodule's ``state_dict`` records the epoch and the number of batches trained,
+    and its ``load_state_dict`` makes the sampler skip them, so a run resumed mid-epoch
+    continues the plan exactly. ``state_dict``/``load_state_dict`` here are empty: they
+    tell Lightning this loader is resumable (which it is), instead of Lightning warning
+    that it is not.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing to do: the datamodule restores the position."""
 
 
 class PairCollator:
@@ -42,8 +154,14 @@ class PairCollator:
         self.transform = transform
         self.tokenize = tokenize
 
+    def _image(self, item: dict[str, Any]) -> torch.Tensor:
+        seed = item.get("aug_seed")
+        if seed is None:  # streaming sources: the global RNG
+            return self.transform(item["image"])
+        return self.transform(item["image"], seed)
+
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        images = torch.stack([self.transform(it["image"]) for it in items])
+        images = torch.stack([self._image(it) for it in items])
         tokens = self.tokenize([it["caption"] for it in items])
         max_tags = max([len(it.get("tags", ())) for it in items] + [1])
         tags = torch.full((len(items), max_tags), -1, dtype=torch.long)

@@ -27,6 +27,9 @@ TAG_SEP = ";"
 
 
 # --------------------------------------------------------------------- strings
+_ENC = "surrogateescape"  # bytes that are not UTF-8 (read that way) survive a round trip
+
+
 class PackedStrings(Sequence[str]):
     """An immutable sequence of strings stored as one UTF-8 buffer plus int64 offsets."""
 
@@ -36,7 +39,7 @@ class PackedStrings(Sequence[str]):
 
     @classmethod
     def from_strings(cls, strings: Iterable[str]) -> PackedStrings:
-        encoded = [s.encode("utf-8") for s in strings]
+        encoded = [s.encode("utf-8", _ENC) for s in strings]
         offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
         np.cumsum([len(b) for b in encoded], out=offsets[1:])
         return cls(np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets)
@@ -59,13 +62,13 @@ class PackedStrings(Sequence[str]):
             i += n
         if not 0 <= i < n:
             raise IndexError(f"index {i} out of range for {n} strings")
-        return self.data[self.offsets[i] : self.offsets[i + 1]].tobytes().decode("utf-8")
+        return self.data[self.offsets[i] : self.offsets[i + 1]].tobytes().decode("utf-8", _ENC)
 
     def __iter__(self) -> Iterator[str]:
         buf = self.data.tobytes()
         offs = self.offsets.tolist()
         for a, b in zip(offs[:-1], offs[1:]):
-            yield buf[a:b].decode("utf-8")
+            yield buf[a:b].decode("utf-8", _ENC)
 
     def take(self, indices: np.ndarray) -> PackedStrings:
         """The strings at ``indices`` (a new packed column)."""
@@ -91,6 +94,15 @@ IMAGE_ERRORS: tuple[type[BaseException], ...] = (
     SyntaxError,
     Image.DecompressionBombError,
 )
+
+
+def is_valid_utf8(text: str) -> bool:
+    """False for text holding undecodable bytes (read with ``errors="surrogateescape"``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def clean_caption(text: Any) -> str | None:
@@ -193,6 +205,25 @@ class ClassVocab:
     def table(self, tags: Sequence[Sequence[int]]) -> TagTable:
         """A :class:`TagTable` of per-pair class-id lists under this vocabulary."""
         return TagTable.from_lists(tags, self.class_names, self.parents)
+
+
+def class_name_of(value: Any) -> str | None:
+    """``value`` as a class name: a non-empty string that is not an integer id, else None."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        int(text)
+    except ValueError:
+        return text
+    return None
+
+
+def names_found(tag_lists: Iterable[Iterable[Any]], labels: Iterable[Any]) -> list[str]:
+    """Sorted class names used by tags and labels (integer ids are not names)."""
+    names = {n for ts in tag_lists for t in ts if (n := class_name_of(t)) is not None}
+    names.update(n for v in labels if (n := class_name_of(v)) is not None)
+    return sorted(names)
 
 
 def label_without_vocab(label: Any) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -24,11 +24,16 @@ from typing import Any
 import numpy as np
 
 from vlexp.data import bad_samples as R
-from vlexp.data.bad_samples import BadSampleCounter, first_good
+from vlexp.data.bad_samples import BadSampleCounter, attach_log, first_good
 from vlexp.data.records import IMAGE_ERRORS, IMAGE_EXTS, ClassVocab, PackedStrings, decode_image
 from vlexp.data.shards import is_local, list_shards, local_path, read_sizes
 from vlexp.data.types import TagTable
-from vlexp.data.webdataset_source import image_field, iter_shard, parse_text_fields
+from vlexp.data.webdataset_source import (
+    image_field,
+    iter_shard,
+    parse_text_fields,
+    vocab_from_shards,
+)
 
 
 @dataclass
@@ -168,6 +173,8 @@ def index_shards(
             "copy the shards to local disk or use the streaming WebDatasetPairs"
         )
     vocab = ClassVocab.resolve(class_names, Path(local_path(shards[0])).parent)
+    if vocab is None:
+        vocab = vocab_from_shards(shards)
     names = None if vocab is None else vocab.class_names
     parents = None if vocab is None else vocab.parents.tolist()
     sizes = read_sizes(shards)
@@ -212,6 +219,9 @@ class IndexedShardPairs:
         index: a :class:`ShardIndex` or the path of a saved one.
         max_open_files: open shard files kept per process (least recently used closed).
         max_bad_fraction, min_samples: the ceiling for images found broken when read.
+
+    ``self.bad`` starts from the samples the index pass dropped and counts every indexed
+    sample once, at its first read (as the CSV reader counts rows).
     """
 
     def __init__(
@@ -223,7 +233,13 @@ class IndexedShardPairs:
     ) -> None:
         self.index = index if isinstance(index, ShardIndex) else ShardIndex.load(index)
         self.max_open_files = int(max_open_files)
-        self.bad = BadSampleCounter(max_bad_fraction, min_samples, name="indexed shards")
+        self.bad = BadSampleCounter(
+            max_bad_fraction, min_samples, name="indexed shards", num_rows=len(self.index)
+        )
+        index_pass = self.index.bad or {}
+        if index_pass.get("seen"):
+            dropped = Counter({k: int(v) for k, v in index_pass.get("by_reason", {}).items()})
+            self.bad.start_up(int(index_pass["seen"]), dropped, {})
         self._known_bad: set[int] = set()
         self._fds: OrderedDict[int, int] = OrderedDict()
         self._pid = os.getpid()
@@ -281,9 +297,10 @@ class IndexedShardPairs:
             self._known_bad,
             lambda e: R.BROKEN_IMAGE,
             IMAGE_ERRORS,
+            where=lambda k: f"{self.index.shards[int(self.index.shard[k])]}:{self.index.keys[k]}",
         )
         tags = self.index.tags
-        return {
+        item = {
             "image": image,
             "caption": self.index.captions[j],
             "tags": [] if tags is None else tags.tags_of(j).tolist(),
@@ -291,6 +308,7 @@ class IndexedShardPairs:
             "index": j,
             "key": self.index.keys[j],
         }
+        return attach_log(item, self.bad)
 
     @property
     def captions(self) -> PackedStrings:

@@ -26,6 +26,7 @@ modifier and dropped ("baby elephant" -> elephant, not person), see ``drop_modif
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -504,3 +505,133 @@ class CaptionTagger:
                 100 * report.unmatched_share,
             )
         return self.ontology.table(lists)
+
+
+# --------------------------------------------------------------------------- coverage
+def class_pair_counts(table: TagTable) -> np.ndarray:
+    """Number of pairs tagged with each class (a pair listing a class twice counts once)."""
+    counts = table.counts()
+    rows = np.repeat(np.arange(table.num_pairs, dtype=np.int64), counts)
+    keys = np.unique(rows * table.num_classes + table.values)
+    return np.bincount(keys % table.num_classes, minlength=table.num_classes).astype(np.int64)
+
+
+@dataclass
+class TagCoverage:
+    """How well a tag table covers its pairs: tagged share and pairs per class."""
+
+    source: str  # where the tags came from: "data", "captions" or "file"
+    num_pairs: int
+    num_tagged: int
+    class_names: list[str] = field(default_factory=list)
+    class_pairs: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, table: TagTable | None, num_pairs: int, source: str, **detail: Any) -> TagCoverage:
+        """The coverage of ``table`` (``None``: no pair is tagged) over ``num_pairs`` pairs."""
+        if table is None:
+            return cls(source, num_pairs, 0, detail=detail)
+        tagged = int(np.count_nonzero(table.counts() > 0))
+        return cls(source, num_pairs, tagged, table.class_names, class_pair_counts(table), detail)
+
+    @property
+    def coverage(self) -> float:
+        """Share of pairs with at least one tag."""
+        return self.num_tagged / self.num_pairs if self.num_pairs else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: source, pairs, tagged, coverage and the pair count of every class."""
+        return {
+            "source": self.source,
+            **self.detail,
+            "pairs": self.num_pairs,
+            "tagged": self.num_tagged,
+            "coverage": round(self.coverage, 6),
+            "class_pairs": {n: int(c) for n, c in zip(self.class_names, self.class_pairs)},
+        }
+
+    def table_text(self, top: int = 20) -> str:
+        """A plain-text table: coverage, then the ``top`` most frequent classes."""
+        lines = [
+            f"object tags ({self.source}): {self.num_tagged} of {self.num_pairs} pairs tagged "
+            f"({100 * self.coverage:.1f}%), {int(np.count_nonzero(self.class_pairs))} classes used"
+        ]
+        order = np.argsort(-self.class_pairs, kind="stable")[:top]
+        order = [int(c) for c in order if self.class_pairs[c] > 0]
+        if order:
+            width = max(len(self.class_names[c]) for c in order)
+            lines.append(f"  {'class':<{width}}  {'pairs':>9}  {'share':>6}")
+            for c in order:
+                share = 100 * self.class_pairs[c] / max(1, self.num_pairs)
+                lines.append(
+                    f"  {self.class_names[c]:<{width}}  {self.class_pairs[c]:>9}  {share:5.1f}%"
+                )
+            rest = int(np.count_nonzero(self.class_pairs)) - len(order)
+            if rest > 0:
+                lines.append(f"  ... and {rest} more classes")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- tag files
+TAG_FILE_FORMAT = "vlexp-tags/1"
+
+
+def captions_fingerprint(captions: Iterable[str]) -> str:
+    """SHA-256 of the captions in order: ties a tag file to the pairs it was made for."""
+    h = hashlib.sha256()
+    n = 0
+    for cap in captions:
+        h.update(cap.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+        n += 1
+    return f"{n}:{h.hexdigest()}"
+
+
+def save_tag_file(
+    path: str | Path, table: TagTable, fingerprint: str, meta: Mapping[str, Any]
+) -> Path:
+    """Write ``table`` as a tag file (``.npz``), atomically (no half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {"format": TAG_FILE_FORMAT, "fingerprint": fingerprint, **dict(meta)}
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        np.savez(
+            f,
+            offsets=table.offsets,
+            values=table.values,
+            parents=table.parents,
+            class_names=np.asarray(table.class_names, dtype=np.str_),
+            header=np.asarray(json.dumps(header)),
+        )
+    tmp.replace(path)
+    return path
+
+
+def load_tag_file(
+    path: str | Path, captions: Sequence[str] | None = None
+) -> tuple[TagTable, dict[str, Any]]:
+    """Read a tag file; with ``captions``, check it was made for exactly these captions."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no tag file {str(path)!r}; write one with `python -m vlexp.data.tag_pass "
+            "data=... output=<file>`"
+        )
+    with np.load(path, allow_pickle=False) as z:
+        header = json.loads(str(z["header"]))
+        if header.get("format") != TAG_FILE_FORMAT:
+            raise ValueError(f"{path} is not a vlexp tag file (format {header.get('format')!r})")
+        table = TagTable(
+            z["offsets"], z["values"], [str(n) for n in z["class_names"]], z["parents"]
+        )
+    if captions is not None:
+        found = captions_fingerprint(captions)
+        if found != header["fingerprint"]:
+            raise ValueError(
+                f"tag file {path} was written for other pairs ({header['fingerprint'].split(':')[0]} "
+                f"captions) than these ({len(captions)}); re-run `python -m vlexp.data.tag_pass` "
+                "with the same data options as training"
+            )
+    return table, header

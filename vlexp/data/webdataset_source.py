@@ -19,13 +19,20 @@ probabilities ``weights`` (default: proportional to their known sizes, else equa
 Samples pass a shuffle buffer of raw (undecoded) records before decoding.
 
 Fields: the image is the first of ``jpg/jpeg/png/webp``; the caption is ``.txt`` (else
-the ``.json`` ``caption``); tags are the ``.json`` field ``tags`` (class names mapped via
-``class_names`` or ``classes.json`` next to the shards; ints are taken as ids); the label
-is the ``.json`` ``label`` (-1 when absent). ``index`` is the sample's global position
-(shard offsets from ``sizes.json``/``_stats.json``), -1 when sizes are unknown.
+the ``.json`` ``caption``; text that is not valid UTF-8 makes the sample bad); tags are
+the ``.json`` field ``tags`` and the label its ``label`` (-1 when absent). Tag and label
+names map to class ids through ``class_names``, else ``classes.json`` next to the shards,
+else the sorted names found in the shards (:func:`class_names_in_shards`, e.g.
+img2dataset output with ``label``/``tags`` columns); integers are taken as ids.
+``index`` is the sample's global position (shard offsets from
+``sizes.json``/``_stats.json``), -1 when sizes are unknown.
 
-Bad records are skipped and counted per reason in ``self.bad`` (per process: each
-DataLoader worker logs its own summary at the end of its pass).
+Bad records are skipped and counted per reason in ``self.bad``; a shard cut short counts
+the samples it lost (``sizes.json`` knows how many it should hold; at least one when
+unknown). Under the datamodule the counter is deferred (see :mod:`vlexp.data.bad_samples`):
+items carry their records to the main process, and with ``batch_size`` set each worker
+yields whole batches only, the records of its last partial batch riding on its last full
+one, so the counts do not depend on the number of workers.
 
 Which samplers work: a stream has no random access, so batch-planning samplers
 (``random``, ``tonics``, ...) need the map-style :class:`vlexp.data.shard_index.IndexedShardPairs`
@@ -45,8 +52,15 @@ import numpy as np
 import torch
 
 from vlexp.data import bad_samples as R
-from vlexp.data.bad_samples import BadSampleCounter
-from vlexp.data.records import IMAGE_ERRORS, IMAGE_EXTS, ClassVocab, clean_caption, decode_image
+from vlexp.data.bad_samples import BAD_SAMPLES_KEY, BadSampleCounter, attach_log, merge_logs
+from vlexp.data.records import (
+    IMAGE_ERRORS,
+    IMAGE_EXTS,
+    ClassVocab,
+    clean_caption,
+    decode_image,
+    names_found,
+)
 from vlexp.data.shards import (
     distributed_rank_world,
     is_local,
@@ -69,22 +83,21 @@ def parse_text_fields(
 ) -> tuple[str, list[int], int] | None:
     """Caption, tag ids and label of a raw sample; None (counted) when it has no caption."""
     where = f"{raw.url}:{raw.key}"
-    meta: dict[str, Any] = {}
-    if raw.fields.get("json") is not None:
-        try:
-            meta = json.loads(raw.fields["json"])  # type: ignore[arg-type]
-            if not isinstance(meta, dict):
-                raise ValueError("not a JSON object")
-        except (ValueError, UnicodeDecodeError) as e:
-            counter.note(R.BAD_JSON, f"{where}: {e}")
-            meta = {}
+    meta, json_encoding = _json_meta(raw, counter, where)
     caption = None
     txt = raw.fields.get("txt")
     if txt is not None:
-        caption = clean_caption(txt.decode("utf-8", "replace"))
+        try:
+            caption = clean_caption(txt.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            counter.add(R.BAD_ENCODING, f"{where}.txt is not valid UTF-8 ({e}): {txt[:80]!r}")
+            return None
     if caption is None:
         caption = clean_caption(meta.get("caption"))
     if caption is None:
+        if json_encoding and txt is None:
+            counter.add(R.BAD_ENCODING, f"{where}.json is not valid UTF-8")
+            return None
         has_any = txt is not None or "caption" in meta
         counter.add(R.EMPTY_CAPTION if has_any else R.MISSING_CAPTION, where)
         return None
@@ -108,6 +121,94 @@ def parse_text_fields(
     return caption, tags, label
 
 
+def _json_meta(
+    raw: RawSample, counter: BadSampleCounter | None, where: str
+) -> tuple[dict[str, Any], bool]:
+    """The sample's ``.json`` object ({} when absent or bad, noted) and whether it failed
+    for not being UTF-8."""
+    data = raw.fields.get("json")
+    if data is None:
+        return {}, False
+    try:
+        meta = json.loads(data)
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as e:
+        if counter is not None:
+            counter.note(R.BAD_JSON, f"{where}: {e}")
+        return {}, isinstance(e, UnicodeDecodeError)
+    return meta, False
+
+
+def _names_in(meta: dict[str, Any]) -> tuple[list[Any], Any]:
+    tags = meta.get("tags") or []
+    return (tags if isinstance(tags, list) else [tags]), meta.get("label")
+
+
+def class_names_in_shards(urls: Sequence[str]) -> list[str] | None:
+    """Sorted class names used by the ``.json`` ``tags``/``label`` fields of local shards,
+    or None when the first shard uses none (ids only, or no tags at all).
+
+    img2dataset writes ``<shard>.parquet`` next to each shard; its ``tags``/``label``
+    columns are read when present, else the shards' ``.json`` members (image bytes are
+    skipped).
+    """
+    local = [u for u in urls if is_local(u)]
+    first = _shard_names(local[0]) if local else []
+    if not first:
+        return None
+    found = set(first)
+    for url in local[1:]:
+        found.update(_shard_names(url))
+    return sorted(found)
+
+
+def _shard_names(url: str) -> list[str]:
+    """Class names used by one shard (its img2dataset parquet when it has the columns)."""
+    table = Path(local_path(url)).with_suffix(".parquet")
+    if table.is_file():
+        names = _parquet_names(table)
+        if names is not None:
+            return names
+    tags: list[list[Any]] = []
+    labels: list[Any] = []
+    dummy = BadSampleCounter(1.0, log_first=0)
+    for raw in iter_shard(url, dummy, want=lambda f: f == "json"):
+        meta, _ = _json_meta(raw, None, "")
+        t, label = _names_in(meta)
+        tags.append(t)
+        labels.append(label)
+    return names_found(tags, labels)
+
+
+def _parquet_names(path: Path) -> list[str] | None:
+    """Names in an img2dataset parquet's ``tags``/``label`` columns (successful rows
+    only); None when it has neither column or cannot be read."""
+    import pyarrow.parquet as pq
+
+    try:
+        columns = set(pq.read_schema(path).names)
+        wanted = [c for c in ("tags", "label", "status") if c in columns]
+        if "tags" not in wanted and "label" not in wanted:
+            return None
+        df = pq.read_table(path, columns=wanted).to_pandas()
+    except (OSError, ValueError):
+        return None
+    if "status" in df:
+        df = df[df["status"] == "success"]
+    tags = [_as_list(t) for t in df["tags"]] if "tags" in df else []
+    labels = df["label"].tolist() if "label" in df else []
+    return names_found(tags, labels)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or isinstance(value, float):
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(value)
+
+
 def image_field(raw: RawSample) -> str | None:
     """The field holding the sample's image (first of jpg/jpeg/png/webp), or None."""
     for ext in IMAGE_EXTS:
@@ -123,7 +224,8 @@ def iter_shard(
     want: Callable[[str], bool] | None = None,
 ) -> Iterator[RawSample]:
     """Raw samples of one shard; a shard that cannot be opened or read to its end is
-    counted (``unreadable_shard`` / ``truncated_tar``) after yielding what it had.
+    counted after yielding what it had: ``truncated_tar`` / ``unreadable_shard`` once per
+    sample lost (``expected - read`` when the shard's size is known, else at least one).
     ``want(field)`` False skips a field's bytes (its span is still recorded)."""
     n = 0
     try:
@@ -132,13 +234,28 @@ def iter_shard(
                 n += 1
                 yield raw
     except TarTruncated as e:
-        counter.add(R.TRUNCATED_TAR, f"{url}: {e} (after {n} samples)")
+        _count_lost(counter, R.TRUNCATED_TAR, url, f"{e}", n, expected)
         return
     except (TarCorrupt, OSError, ValueError) as e:
-        counter.add(R.UNREADABLE_SHARD, f"{url}: {type(e).__name__}: {e} (after {n} samples)")
+        _count_lost(counter, R.UNREADABLE_SHARD, url, f"{type(e).__name__}: {e}", n, expected)
         return
     if expected is not None and n < expected:
-        counter.add(R.TRUNCATED_TAR, f"{url}: {n} samples, sizes say {expected}")
+        _count_lost(counter, R.TRUNCATED_TAR, url, "the archive ends early", n, expected)
+
+
+def _count_lost(
+    counter: BadSampleCounter, reason: str, url: str, why: str, n: int, expected: int | None
+) -> None:
+    """Count the samples a broken shard lost (what its known size says, else one)."""
+    if expected is None:
+        counter.add(reason, f"{url}: {why}; read {n} samples, size unknown: at least 1 lost")
+        return
+    lost = expected - n
+    detail = f"{url}: {why}; read {n} of {expected} samples, {max(lost, 0)} lost"
+    if lost > 0:
+        counter.lost(reason, lost, detail)
+    else:
+        counter.note(reason, detail)
 
 
 def _shuffle_buffer(stream: Iterable[Any], size: int, rng: np.random.Generator) -> Iterator[Any]:
@@ -188,8 +305,11 @@ class WebDatasetPairs(torch.utils.data.IterableDataset):
         seed: base seed; the order depends on (seed, epoch) only.
         resampled: draw shards with replacement, ``samples_per_epoch`` per epoch.
         samples_per_epoch: global samples per epoch when resampled (default: all known).
-        batch_size: when resampled, make every worker's share a multiple of it, so each
-            rank yields only full batches (``samples_per_rank() // batch_size`` of them).
+        batch_size: every worker yields whole batches only (a loader with
+            ``drop_last`` would drop the rest): when resampled, every worker's share is a
+            multiple of it, so each rank yields ``samples_per_rank() // batch_size``
+            batches; under a deferred counter the records of a worker's dropped partial
+            batch ride on its last full batch.
         class_names: list or ``classes.json`` path (default: ``classes.json`` by the shards).
         max_bad_fraction, min_samples: the bad-sample ceiling (see ``bad_samples``).
     """
@@ -295,7 +415,7 @@ class WebDatasetPairs(torch.utils.data.IterableDataset):
                 if v is not None:
                     found.append(v)
         if not found:
-            return None
+            return vocab_from_shards([u for s in self.shards for u in s])
         if any(v.class_names != found[0].class_names for v in found[1:]):
             raise ValueError(
                 "the sources' classes.json files list different classes; pass class_names "
@@ -342,17 +462,30 @@ class WebDatasetPairs(torch.utils.data.IterableDataset):
         self._iters_since_set = 0
 
     # ---------------------------------------------------------------- iteration
+    def _item_budget(self, worker: int, num_workers: int) -> int | None:
+        """Items this worker yields per epoch (None: until its shards end)."""
+        return self._worker_budget(worker, num_workers) if self.resampled else None
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         worker, num_workers = worker_id_count()
+        items = self._items(worker, num_workers)
+        if self.batch_size and self.bad.is_deferred:
+            yield from _whole_batches(items, self.batch_size, self.bad, worker)
+        else:
+            yield from items
+        if not self.bad.is_deferred:
+            self.bad.log_summary()
+
+    def _items(self, worker: int, num_workers: int) -> Iterator[dict[str, Any]]:
         epoch = self.epoch + self._iters_since_set
         self._iters_since_set += 1
-        self.bad.name = f"webdataset rank {self.rank} worker {worker}"
+        if not self.bad.is_deferred:
+            self.bad.name = f"webdataset rank {self.rank} worker {worker}"
         rng = np.random.default_rng([self.seed, epoch, self.rank, worker, 1])
+        budget = self._item_budget(worker, num_workers)
         if self.resampled:
-            budget = self._worker_budget(worker, num_workers)
             raw = self._resampled_stream(rng)
         else:
-            budget = None
             raw = self._epoch_stream(epoch, worker, num_workers, rng)
         n = 0
         if budget == 0:
@@ -361,11 +494,10 @@ class WebDatasetPairs(torch.utils.data.IterableDataset):
             item = self._decode(sample)
             if item is None:
                 continue
-            yield item
+            yield attach_log(item, self.bad)
             n += 1
             if budget is not None and n >= budget:
                 break
-        self.bad.log_summary()
 
     def _epoch_stream(
         self, epoch: int, worker: int, num_workers: int, rng: np.random.Generator
@@ -426,3 +558,48 @@ class WebDatasetPairs(torch.utils.data.IterableDataset):
             "index": index,
             "key": raw.key,
         }
+
+
+def vocab_from_shards(urls: list[str]) -> ClassVocab | None:
+    """Class names found in the shards (one summary line), None when they use none."""
+    names = class_names_in_shards(urls)
+    if not names:
+        return None
+    log.info(
+        "no classes.json next to the shards: %d class names taken from the tags/labels found "
+        "in %d shard(s) (e.g. %s); write a classes.json to fix the order and skip this scan",
+        len(names),
+        len(urls),
+        names[:5],
+    )
+    return ClassVocab(names)
+
+
+def _whole_batches(
+    items: Iterator[dict[str, Any]], batch_size: int, counter: BadSampleCounter, worker: int
+) -> Iterator[dict[str, Any]]:
+    """``items`` in whole batches only; one full batch is held back so that the records of
+    what follows it (a partial batch the loader would drop, skips at the end) can ride on
+    its last item."""
+    held: list[dict[str, Any]] = []
+    batch: list[dict[str, Any]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == batch_size:
+            yield from held
+            held, batch = batch, []
+    tail = merge_logs([*(it.pop(BAD_SAMPLES_KEY, None) for it in batch), counter.take()])
+    if not held:
+        if tail:
+            log.warning(
+                "webdataset worker %d read %d sample(s) but no full batch of %d: they are not "
+                "trained on and their bad-sample records are not reported",
+                worker,
+                len(batch),
+                batch_size,
+            )
+        return
+    if tail:
+        last = held[-1]
+        last[BAD_SAMPLES_KEY] = merge_logs([last.get(BAD_SAMPLES_KEY), *tail])[0]
+    yield from held

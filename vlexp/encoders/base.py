@@ -61,6 +61,10 @@ class TwoTower(nn.Module):
         return self.log_logit_scale.exp().clamp(max=self.max_logit_scale)
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        # float32 pixels into a tower cast to bfloat16/float16/float64 (``*-true``)
+        dtype = self.image_proj.weight.dtype
+        if images.is_floating_point() and images.dtype != dtype:
+            images = images.to(dtype)
         z = self.image_proj(self.image_tower(images))
         return F.normalize(z, dim=-1) if normalize else z
 

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlexp.io import load_torch_file
+
 LITE0_NUM_TENSORS = 296
 """Tensors in the packaged EfficientNet-Lite0 file (and in timm's 1000-class state dict)."""
 
@@ -42,18 +44,8 @@ def read_state_dict(path: str | os.PathLike, what: str = "weights") -> dict[str,
             f"{what} file '{path}' does not exist. vlexp never downloads weights: point the "
             "config at a local .safetensors/.pth/.bin file holding a state dict."
         )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state: Any = load_file(str(path))
-    else:
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ValueError(
-                f"{what} file '{path}' could not be read as a torch state dict ({err}). "
-                "Save weights with torch.save(model.state_dict(), path) or as .safetensors."
-            ) from err
+    state: Any = load_torch_file(path, f"{what} file")  # tensors and plain values only
+    if path.suffix != ".safetensors":
         for key in _NESTING_KEYS:
             if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
                 state = state[key]

@@ -36,6 +36,7 @@ from torch import nn
 
 from vlexp.data.pipeline import image_transform
 from vlexp.encoders.base import TwoTower
+from vlexp.io import load_torch_file
 
 MODEL_TYPE = "vlexp"
 
@@ -151,12 +152,17 @@ def load_two_tower(
 
     path = resolve_checkpoint(ckpt)
     cfg = OmegaConf.load(run_config_path(path, config))
-    model = ENCODERS.build(OmegaConf.to_container(cfg.encoder, resolve=True))
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    state = state.get("state_dict", state)
-    weights = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    state = load_torch_file(path, "checkpoint", mmap=True)  # tensors and plain values only
+    if isinstance(state, dict):
+        state = state.get("state_dict", state)
+    weights = (
+        {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+        if isinstance(state, dict)
+        else {}
+    )
     if not weights:
         raise ValueError(f"{path} holds no 'model.*' weights; is it a vlexp checkpoint?")
+    model = ENCODERS.build(OmegaConf.to_container(cfg.encoder, resolve=True))
     model.load_state_dict(weights, strict=True)
     return model.to(device).eval()
 

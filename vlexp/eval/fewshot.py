@@ -5,21 +5,34 @@ zero-shot classifier (class-prompt text embeddings times the model's logit scale
 Minimise the mean cross-entropy of the k-shot training features subject to
 ``||W||_F <= delta`` and ``||b||_2 <= delta_b`` by projected accelerated gradient descent
 (FISTA with the projection onto the two balls, backtracking step size and momentum
-restarts, see :func:`fit_probe`), full batch. ``delta``/``delta_b`` are chosen on
-held-out data from grids given *relative to* ``||W0||_F`` (so the grids do not depend
-on the logit scale or the number of classes). At k = 0 (or with both radii 0) the probe is
-the zero-shot classifier.
+restarts, see :func:`fit_probe`), full batch. ``delta``/``delta_b`` come from grids given
+*relative to* ``||W0||_F`` (so the grids do not depend on the logit scale or the number
+of classes). At k = 0 (or with both radii 0) the probe is the zero-shot classifier.
 
 Scratch probe: the same optimiser without ``W0``: L2-regularised multinomial logistic
-regression ``CE + l2 / 2 ||W||_F^2`` (bias unpenalised), ``l2`` chosen on held-out data.
+regression ``CE + l2 / 2 ||W||_F^2`` (bias unpenalised), ``l2`` from a grid.
 
-Both choose by held-out accuracy, ties broken by held-out cross-entropy.
+How the grid values are chosen (``protocol``):
 
-Entry points: the tensor functions (:func:`fit_probe`, :func:`zeroshot_init_probe`,
-:func:`scratch_probe`, :func:`fewshot_scores`), :func:`fewshot_curve` for a trained
-module + datamodule, and the command
-``python -m vlexp.eval.fewshot ckpt=RUN_DIR/checkpoints/last.ckpt [ks=[0,1,2,4,8,16]]
-[seeds=[0,1,2]] [out=fewshot.json] [plot=fewshot.png]``.
+- ``kshot`` (default): from the k shots per class alone, as a real k-shot user must.
+  The shots are split into ``min(k, max_folds)`` stratified folds (:func:`kshot_folds`;
+  each fold holds out at least one shot of every class); the grid value with the best
+  mean held-out-fold accuracy (ties: mean fold cross-entropy) is refitted on all shots.
+  At k = 1 no shot can be held out, and the fixed :data:`KSHOT_DEFAULTS` are used.
+- ``heldout``: on a separate labelled held-out set (in :func:`fewshot_curve`, half of
+  the validation images per class, e.g. ~50 per class). This uses labels beyond the k
+  shots, so its numbers are an upper bound on what a k-shot user gets; kept to compare
+  with results produced that way.
+
+Both choose by accuracy, ties broken by cross-entropy.
+
+Entry points: the tensor functions (:func:`fit_probe`, :func:`zeroshot_init_probe_kshot`,
+:func:`scratch_probe_kshot`, :func:`zeroshot_init_probe`, :func:`scratch_probe`,
+:func:`fewshot_scores`), :func:`fewshot_curve` for a trained module + datamodule, and
+the command ``python -m vlexp.eval.fewshot ckpt=RUN_DIR/checkpoints/last.ckpt
+[ks=[0,1,2,4,8,16]] [seeds=[0,1,2]] [protocol=kshot|heldout] [max_folds=4]
+[out=fewshot.json] [plot=fewshot.png]``. The checkpoint is read without executing code
+from it (:func:`vlexp.io.load_torch_file`).
 """
 
 from __future__ import annotations
@@ -29,7 +42,7 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +55,11 @@ log = logging.getLogger(__name__)
 DELTA_GRID = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 DELTA_B_GRID = (0.0, 0.01, 0.03, 0.1, 0.3)
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+PROTOCOLS = ("kshot", "heldout")
+KSHOT_MAX_FOLDS = 4
+KSHOT_DEFAULTS = {"delta_rel": 0.1, "delta_b_rel": 0.0, "l2": 1e-2}
+"""Fixed hyper-parameters of the ``kshot`` protocol at one shot per class (no shot can be
+held out): vlexp's choice, not tuned on any evaluation data."""
 
 
 @dataclass
@@ -203,6 +221,118 @@ def _val_key(probe: Probe, val_x: torch.Tensor, val_y: torch.Tensor) -> tuple[fl
         return accuracy(logits, val_y), -ce
 
 
+ProbeFit = Callable[[dict[str, float], torch.Tensor, torch.Tensor], Probe]
+
+
+def _zeroshot_init_fit(w0: torch.Tensor, steps: int) -> ProbeFit:
+    """Fit a zero-shot-initialised probe with radii given relative to ``||W0||_F``."""
+    w0d = w0.double()
+    scale = w0d.norm().item()
+
+    def fit(hyper: dict[str, float], x: torch.Tensor, y: torch.Tensor) -> Probe:
+        W, b = fit_probe(
+            x, y, w0.shape[1], w0d, hyper["delta_rel"] * scale, hyper["delta_b_rel"] * scale,
+            steps=steps,
+        )  # fmt: skip
+        return Probe(w0d, W, b, dict(hyper))
+
+    return fit
+
+
+def _scratch_fit(num_classes: int, steps: int) -> ProbeFit:
+    def fit(hyper: dict[str, float], x: torch.Tensor, y: torch.Tensor) -> Probe:
+        W, b = fit_probe(x, y, num_classes, None, l2=hyper["l2"], steps=steps)
+        return Probe(None, W, b, dict(hyper))
+
+    return fit
+
+
+def _zeroshot_init_grid(
+    delta_grid: Sequence[float], delta_b_grid: Sequence[float]
+) -> list[dict[str, float]]:
+    return [
+        {"delta_rel": float(w), "delta_b_rel": float(b)} for w in delta_grid for b in delta_b_grid
+    ]
+
+
+def _select_heldout(
+    fit: ProbeFit,
+    grid: Sequence[dict[str, float]],
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+) -> Probe:
+    """The probe of ``grid`` with the best held-out accuracy (ties: held-out CE)."""
+    best: tuple[tuple[float, float], Probe] | None = None
+    for hyper in grid:
+        probe = fit(hyper, train_x, train_y)
+        key = _val_key(probe, val_x, val_y)
+        if best is None or key > best[0]:
+            best = (key, probe)
+    assert best is not None
+    best[1].val_accuracy = best[0][0]
+    return best[1]
+
+
+def kshot_folds(
+    labels: torch.Tensor, max_folds: int = KSHOT_MAX_FOLDS, seed: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Stratified cross-validation folds of a k-shot training set: ``[(train, val)]``.
+
+    Each class's shots are dealt in a seeded random order, round-robin, into
+    ``F = min(k_min, max_folds)`` folds (``k_min``: the fewest shots of any class), so
+    every fold validates on at least one shot of every class and trains on the others.
+    Empty when ``k_min < 2`` (no shot can be held out) or ``max_folds < 2``.
+    """
+    labels = labels.cpu()
+    classes = torch.unique(labels).tolist()
+    k_min = min((int((labels == c).sum()) for c in classes), default=0)
+    n_folds = min(k_min, int(max_folds))
+    if n_folds < 2:
+        return []
+    g = torch.Generator().manual_seed(int(seed))
+    fold_of = torch.empty(len(labels), dtype=torch.long)
+    for c in classes:
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        fold_of[idx] = torch.arange(len(idx)) % n_folds
+    everything = torch.arange(len(labels))
+    return [(everything[fold_of != f], everything[fold_of == f]) for f in range(n_folds)]
+
+
+def _select_kshot(
+    fit: ProbeFit,
+    grid: Sequence[dict[str, float]],
+    defaults: dict[str, float],
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    max_folds: int,
+) -> Probe:
+    """Choose from ``grid`` by cross-validation inside the shots (mean fold accuracy, ties:
+    mean fold CE) and refit on all shots; with too few shots use ``defaults``.
+
+    The chosen probe's ``hyper`` records ``cv_folds`` (0: the fixed defaults were used).
+    """
+    folds = kshot_folds(train_y, max_folds)
+    if not folds:
+        probe = fit(dict(defaults), train_x, train_y)
+        probe.hyper["cv_folds"] = 0.0
+        return probe
+    best: tuple[tuple[float, float], dict[str, float]] | None = None
+    for hyper in grid:
+        keys = [_val_key(fit(hyper, train_x[tr], train_y[tr]), train_x[va], train_y[va])
+                for tr, va in folds]  # fmt: skip
+        key = (float(np.mean([a for a, _ in keys])), float(np.mean([c for _, c in keys])))
+        if best is None or key > best[0]:
+            best = (key, hyper)
+    assert best is not None
+    probe = fit(dict(best[1]), train_x, train_y)
+    probe.val_accuracy = best[0][0]
+    probe.hyper["cv_folds"] = float(len(folds))
+    return probe
+
+
 def zeroshot_init_probe(
     train_x: torch.Tensor,
     train_y: torch.Tensor,
@@ -213,22 +343,10 @@ def zeroshot_init_probe(
     delta_b_grid: Sequence[float] = DELTA_B_GRID,
     steps: int = 300,
 ) -> Probe:
-    """Best zero-shot-initialised probe over the radius grids (relative to ``||W0||_F``)."""
-    scale = w0.double().norm().item()
-    w0d = w0.double()
-    best: tuple[tuple[float, float], Probe] | None = None
-    for rel_w in delta_grid:
-        for rel_b in delta_b_grid:
-            W, b = fit_probe(
-                train_x, train_y, w0.shape[1], w0d, rel_w * scale, rel_b * scale, steps=steps
-            )
-            probe = Probe(w0d, W, b, {"delta_rel": rel_w, "delta_b_rel": rel_b})
-            key = _val_key(probe, val_x, val_y)
-            if best is None or key > best[0]:
-                best = (key, probe)
-    assert best is not None
-    best[1].val_accuracy = best[0][0]
-    return best[1]
+    """Zero-shot-initialised probe with the radii (relative to ``||W0||_F``) that score
+    best on the labelled held-out set ``val`` (the ``heldout`` protocol: extra labels)."""
+    grid = _zeroshot_init_grid(delta_grid, delta_b_grid)
+    return _select_heldout(_zeroshot_init_fit(w0, steps), grid, train_x, train_y, val_x, val_y)
 
 
 def scratch_probe(
@@ -240,17 +358,43 @@ def scratch_probe(
     l2_grid: Sequence[float] = L2_GRID,
     steps: int = 300,
 ) -> Probe:
-    """Best L2-regularised logistic-regression probe (no ``W0``) over ``l2_grid``."""
-    best: tuple[tuple[float, float], Probe] | None = None
-    for l2 in l2_grid:
-        W, b = fit_probe(train_x, train_y, num_classes, None, l2=l2, steps=steps)
-        probe = Probe(None, W, b, {"l2": l2})
-        key = _val_key(probe, val_x, val_y)
-        if best is None or key > best[0]:
-            best = (key, probe)
-    assert best is not None
-    best[1].val_accuracy = best[0][0]
-    return best[1]
+    """L2-regularised logistic-regression probe (no ``W0``) with the ``l2`` of ``l2_grid``
+    that scores best on the labelled held-out set ``val`` (``heldout`` protocol)."""
+    grid = [{"l2": float(v)} for v in l2_grid]
+    return _select_heldout(_scratch_fit(num_classes, steps), grid, train_x, train_y, val_x, val_y)
+
+
+def zeroshot_init_probe_kshot(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    w0: torch.Tensor,
+    delta_grid: Sequence[float] = DELTA_GRID,
+    delta_b_grid: Sequence[float] = DELTA_B_GRID,
+    steps: int = 300,
+    max_folds: int = KSHOT_MAX_FOLDS,
+) -> Probe:
+    """Zero-shot-initialised probe whose radii are chosen from the shots alone
+    (:func:`kshot_folds` cross-validation; :data:`KSHOT_DEFAULTS` at one shot per class)."""
+    defaults = {k: KSHOT_DEFAULTS[k] for k in ("delta_rel", "delta_b_rel")}
+    grid = _zeroshot_init_grid(delta_grid, delta_b_grid)
+    return _select_kshot(_zeroshot_init_fit(w0, steps), grid, defaults, train_x, train_y, max_folds)
+
+
+def scratch_probe_kshot(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    num_classes: int,
+    l2_grid: Sequence[float] = L2_GRID,
+    steps: int = 300,
+    max_folds: int = KSHOT_MAX_FOLDS,
+) -> Probe:
+    """Scratch probe whose ``l2`` is chosen from the shots alone (as
+    :func:`zeroshot_init_probe_kshot`)."""
+    grid = [{"l2": float(v)} for v in l2_grid]
+    defaults = {"l2": KSHOT_DEFAULTS["l2"]}
+    return _select_kshot(
+        _scratch_fit(num_classes, steps), grid, defaults, train_x, train_y, max_folds
+    )
 
 
 def _summary(values: list[list[float]]) -> dict[str, list[float]]:
@@ -263,11 +407,21 @@ def _summary(values: list[list[float]]) -> dict[str, list[float]]:
     return {"mean": mean, "std": std}
 
 
+def check_protocol(protocol: str) -> str:
+    """``protocol`` if it is one of :data:`PROTOCOLS`, else a one-line ValueError."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(
+            f"few-shot protocol must be one of {list(PROTOCOLS)}, got {protocol!r} (kshot: "
+            "hyper-parameters from the shots only; heldout: chosen on extra labelled images)"
+        )
+    return protocol
+
+
 def fewshot_scores(
     pool_x: torch.Tensor,
     pool_y: torch.Tensor,
-    val_x: torch.Tensor,
-    val_y: torch.Tensor,
+    val_x: torch.Tensor | None,
+    val_y: torch.Tensor | None,
     test_x: torch.Tensor,
     test_y: torch.Tensor,
     w0: torch.Tensor,
@@ -277,14 +431,24 @@ def fewshot_scores(
     delta_b_grid: Sequence[float] = DELTA_B_GRID,
     l2_grid: Sequence[float] = L2_GRID,
     steps: int = 300,
+    protocol: str = "kshot",
+    max_folds: int = KSHOT_MAX_FOLDS,
 ) -> dict[str, Any]:
     """Test accuracy of both probes for each ``k`` (shots per class from the pool) and seed.
 
-    Returns ``{"ks", "seeds", "zeroshot", "zeroshot_init": {"per_seed", "mean", "std",
-    "hyper"}, "scratch": {...}}``; ``per_seed[i][j]`` is the accuracy at ``ks[i]``, seed
-    ``seeds[j]``. At k = 0 the zero-shot-initialised probe is the zero-shot classifier
-    and the scratch probe is undefined (NaN).
+    ``protocol="kshot"`` chooses the probes' hyper-parameters from the k shots alone
+    (``val`` is not used and may be None); ``"heldout"`` chooses them on the labelled
+    held-out set ``val``, i.e. with labels beyond the k shots.
+
+    Returns ``{"ks", "seeds", "protocol", "uses_extra_labels", "zeroshot",
+    "zeroshot_init": {"per_seed", "mean", "std", "hyper"}, "scratch": {...}}``;
+    ``per_seed[i][j]`` is the accuracy at ``ks[i]``, seed ``seeds[j]``. At k = 0 the
+    zero-shot-initialised probe is the zero-shot classifier and the scratch probe is
+    undefined (NaN).
     """
+    check_protocol(protocol)
+    if protocol == "heldout" and (val_x is None or val_y is None):
+        raise ValueError("the heldout few-shot protocol needs labelled held-out features")
     num_classes = w0.shape[1]
     zs = Probe(
         w0.double(),
@@ -296,6 +460,8 @@ def fewshot_scores(
     res: dict[str, Any] = {
         "ks": list(ks),
         "seeds": list(seeds),
+        "protocol": protocol,
+        "uses_extra_labels": protocol == "heldout",
         "zeroshot": zs_acc,
         "num_classes": num_classes,
     }
@@ -313,8 +479,14 @@ def fewshot_scores(
                 continue
             idx = sample_few_shot(pool_y, k, seed, num_classes)
             tx, ty = pool_x[idx], pool_y[idx]
-            zsi = zeroshot_init_probe(tx, ty, val_x, val_y, w0, delta_grid, delta_b_grid, steps)
-            scr = scratch_probe(tx, ty, val_x, val_y, num_classes, l2_grid, steps)
+            if protocol == "heldout":
+                zsi = zeroshot_init_probe(tx, ty, val_x, val_y, w0, delta_grid, delta_b_grid, steps)
+                scr = scratch_probe(tx, ty, val_x, val_y, num_classes, l2_grid, steps)
+            else:
+                zsi = zeroshot_init_probe_kshot(
+                    tx, ty, w0, delta_grid, delta_b_grid, steps, max_folds
+                )
+                scr = scratch_probe_kshot(tx, ty, num_classes, l2_grid, steps, max_folds)
             rows["zeroshot_init"].append(zsi.accuracy(test_x, test_y))
             rows["scratch"].append(scr.accuracy(test_x, test_y))
             hyper["zeroshot_init"].append(zsi.hyper)
@@ -364,15 +536,19 @@ def fewshot_curve(
     seeds: Sequence[int] = (0, 1, 2),
     pool_set: int = 0,
     test_set: int = 0,
+    protocol: str = "kshot",
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Few-shot curves (zero-shot-init vs scratch) of a trained :class:`VLModule`.
 
-    Shots come from one half (per class) of validation set ``pool_set`` of the
-    datamodule, the radii / ``l2`` are chosen on the other half, and accuracy is measured
-    on test set ``test_set`` (which must use the same class names). ``kwargs`` go to
-    :func:`fewshot_scores` (grids, steps).
+    Shots are drawn from the labelled images of validation set ``pool_set`` of the
+    datamodule and accuracy is measured on test set ``test_set`` (which must use the same
+    class names). With ``protocol="kshot"`` the radii / ``l2`` are chosen from the shots
+    alone; with ``"heldout"`` the validation set is split in two halves per class, shots
+    come from one and the radii / ``l2`` are chosen on the other (labels beyond the k
+    shots). ``kwargs`` go to :func:`fewshot_scores` (grids, steps, max_folds).
     """
+    check_protocol(protocol)
     from vlexp.eval.zeroshot import class_embeddings
 
     datamodule.setup("fit")
@@ -389,12 +565,17 @@ def fewshot_curve(
     tx, ty = encode_eval_images(module, test_es, datamodule.eval_collate)
     keep = ty >= 0
     tx, ty = tx[keep], ty[keep]
-    pool_idx, held_idx = split_pool(vy)
+    if protocol == "heldout":
+        pool_idx, held_idx = split_pool(vy)
+    else:  # the shots are the only labels used: draw them from every labelled image
+        pool_idx, held_idx = torch.nonzero(vy >= 0).flatten(), torch.zeros(0, dtype=torch.long)
     class_emb = class_embeddings(module.model, val_es.class_names, val_es.templates, device)
     w0 = zeroshot_weights(class_emb.float().cpu(), module.model.logit_scale().item())
+    held_x, held_y = (vx[held_idx], vy[held_idx]) if protocol == "heldout" else (None, None)
     res = fewshot_scores(
-        vx[pool_idx], vy[pool_idx], vx[held_idx], vy[held_idx], tx, ty, w0, ks, seeds, **kwargs
-    )
+        vx[pool_idx], vy[pool_idx], held_x, held_y, tx, ty, w0, ks, seeds,
+        protocol=protocol, **kwargs,
+    )  # fmt: skip
     res.update(
         {
             "pool_set": val_es.name,
@@ -428,7 +609,8 @@ def plot_fewshot_curve(result: dict[str, Any], path: str | Path, title: str = ""
     ax.set_xticklabels([str(int(k)) for k in ks])
     ax.set_xlabel("shots per class")
     ax.set_ylabel("test top-1 accuracy (%)")
-    ax.set_title(title or f"few-shot linear probe ({result.get('test_set', '')})")
+    protocol = result.get("protocol", "heldout")  # results written before protocols existed
+    ax.set_title(title or f"few-shot linear probe ({result.get('test_set', '')}, {protocol})")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
@@ -448,6 +630,18 @@ def _run_config(ckpt: Path, config: str | None) -> Any:
     return OmegaConf.load(path)
 
 
+def _checkpoint_state_dict(ckpt: str) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of a vlexp checkpoint, read without executing code from it."""
+    from vlexp.io import load_torch_file
+
+    blob = load_torch_file(ckpt, "checkpoint", mmap=True)
+    if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
+        raise ValueError(
+            f"checkpoint '{ckpt}' has no 'state_dict'; give a .ckpt written by python -m vlexp.run"
+        )
+    return blob["state_dict"]
+
+
 def load_module_and_data(ckpt: str, config: str | None = None) -> tuple[Any, Any]:
     """The trained two-tower (in a :class:`VLModule` without objective) and its datamodule."""
     from omegaconf import OmegaConf
@@ -457,9 +651,9 @@ def load_module_and_data(ckpt: str, config: str | None = None) -> tuple[Any, Any
     from vlexp.module import VLModule
     from vlexp.objectives.base import Objective
 
+    state = _checkpoint_state_dict(ckpt)  # first: a refused file stops before any work
     cfg = _run_config(Path(ckpt), config)
     model = ENCODERS.build(OmegaConf.to_container(cfg.encoder, resolve=True))
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     model_state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     model.load_state_dict(model_state, strict=True)
     module = VLModule(model, Objective())
@@ -490,10 +684,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = _parse_args(argv)
     if "ckpt" not in args:
         raise SystemExit("missing ckpt=PATH (a .ckpt written by `python -m vlexp.run`)")
-    allowed = {"ckpt", "config", "ks", "seeds", "out", "plot", "steps", "pool_set", "test_set"}
+    allowed = {"ckpt", "config", "ks", "seeds", "out", "plot", "steps", "pool_set", "test_set",
+               "protocol", "max_folds"}  # fmt: skip
     unknown = sorted(set(args) - allowed)
     if unknown:
         raise SystemExit(f"unknown argument(s) {unknown}; accepted: {sorted(allowed)}")
+    protocol = str(args.get("protocol", "kshot"))
+    if protocol not in PROTOCOLS:
+        raise SystemExit(
+            f"protocol={protocol} is not one of {list(PROTOCOLS)} (kshot: hyper-parameters "
+            "from the shots only; heldout: chosen on extra labelled images)"
+        )
     module, datamodule = load_module_and_data(str(args["ckpt"]), args.get("config"))
     res = fewshot_curve(
         module,
@@ -503,10 +704,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         pool_set=int(args.get("pool_set", 0)),
         test_set=int(args.get("test_set", 0)),
         steps=int(args.get("steps", 300)),
+        protocol=protocol,
+        max_folds=int(args.get("max_folds", KSHOT_MAX_FOLDS)),
     )
     res["ckpt"] = str(args["ckpt"])
     out = Path(args.get("out") or Path(args["ckpt"]).resolve().parent.parent / "fewshot.json")
     out.write_text(json.dumps(res, indent=1))
+    print(f"protocol: {protocol}" + (" (hyper-parameters chosen on extra labelled images)"
+          if res["uses_extra_labels"] else " (hyper-parameters from the shots only)"))  # fmt: skip
     print(f"zero-shot: {100 * res['zeroshot']:.2f}%")
     for i, k in enumerate(res["ks"]):
         zsi, scr = res["zeroshot_init"]["mean"][i], res["scratch"]["mean"][i]

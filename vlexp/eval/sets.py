@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlexp.data.bad_samples import BAD_SAMPLES_KEY
+
 
 class _Images(torch.utils.data.Dataset):
     """Image-only view of a pair source (captions are encoded separately)."""
@@ -21,7 +23,10 @@ class _Images(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.source[i]
-        return {"image": item["image"], "label": item.get("label", -1), "index": i}
+        out = {"image": item["image"], "label": item.get("label", -1), "index": i}
+        if BAD_SAMPLES_KEY in item:  # the reader's bad-sample records travel with the batch
+            out[BAD_SAMPLES_KEY] = item[BAD_SAMPLES_KEY]
+        return out
 
 
 @dataclass

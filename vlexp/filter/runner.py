@@ -15,6 +15,9 @@
 6. merges the report once every unit of the whole pass is done (the last array job to
    finish does it; ``merge`` can be run by hand too).
 
+Workers end when the process that started them dies (:func:`exit_with_parent`), so a
+pass killed with ``kill -9`` leaves no worker processes behind.
+
 A unit that fails (an exception, a worker process killed) is logged and left without a
 report; the other units go on, and the run then raises :class:`FilterPassError` naming
 the failed units. Rerunning the same command retries exactly those.
@@ -22,9 +25,13 @@ the failed units. Rerunning the same command retries exactly those.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -87,10 +94,40 @@ def plan_pass(opts: PassOptions) -> Plan:
 
 # --------------------------------------------------------------------- workers
 _WORKER: dict[str, Any] = {}
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+PARENT_POLL_SECONDS = 0.5
+
+
+def exit_with_parent() -> None:
+    """Make this (worker) process end when the process that started it dies.
+
+    A pool worker blocks reading its task queue, whose write end it inherited, so it
+    would never see the parent go and would linger after a ``kill -9`` of the pass. On
+    Linux the kernel sends it SIGKILL when its parent dies (``PR_SET_PDEATHSIG``); on
+    every platform a daemon thread also checks ``os.getppid()`` twice a second and
+    exits when the parent has changed (the worker was re-parented).
+    """
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl: the polling thread below still ends the worker
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 def _init_worker(opts: PassOptions) -> None:
     """Pool initializer: each worker process builds its own filter."""
+    exit_with_parent()
     _WORKER["opts"] = opts
     _WORKER["filter"] = FILTERS.build(opts.filter)
     warm_up(_WORKER["filter"])
@@ -235,7 +272,7 @@ def _execute(
         # load the models once here; forked workers inherit them (no per-worker import)
         warm_up(flt)
         _WORKER.update(opts=opts, filter=flt)
-        pool = ProcessPoolExecutor(workers, mp_context=ctx)
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent)
     else:
         pool = ProcessPoolExecutor(
             workers, mp_context=ctx, initializer=_init_worker, initargs=(opts,)

@@ -4,7 +4,8 @@ A pair is kept only if every switched-on criterion passes, checked in this order
 
 1. ``complexity``: the caption's object/attribute/relation graph has a node with at least
    ``min_complexity`` edges (:mod:`vlexp.filters.complexity`; the exact DiHT definition
-   is unverified);
+   is unverified; a picture noun framing its content is not an object, so "a photo of a
+   cat" scores 0);
 2. ``action``: the caption contains an action verb (:mod:`vlexp.filters.action`);
 3. ``text_spotting``: less than ``max_text_overlap`` of the caption's content words are
    written in the image (:mod:`vlexp.filters.text_spotting`, Tesseract OCR).

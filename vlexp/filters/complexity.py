@@ -1,9 +1,10 @@
 """Caption complexity: the densest node of a caption's object/attribute/relation graph.
 
 DiHT's CAT filter keeps a caption only if it is "complex enough". The paper parses
-captions into a graph of objects, attributes and relations; we *believe* (unverified,
-see ``/work/shared/METHODS.md``) that complexity is the largest number of edges at any
-node of that graph, with a threshold of 1 or 2.
+captions into a graph of objects, attributes and relations; its exact measure and
+threshold are not public. We take complexity to be the largest number of edges at any
+node of that graph (our reading of the paper, not verified against its code), and the
+CAT filter keeps captions of complexity >= 2 by default (``filter.min_complexity``).
 
 The graph is built from a spaCy dependency parse (any English pipeline with a tagger
 and a parser):
@@ -23,9 +24,22 @@ and a parser):
   horse"); a verb with neither an object nor a prepositional phrase is a one-edge node
   on its subject ("a dog *running*"); a possessive ("a woman's hat") is a relation
   between the two objects.
+- **frames are not scene content.** A picture noun (:data:`FRAMING_NOUNS`: photo,
+  picture, image, close-up, view, illustration, ...) that frames something ("a *photo*
+  of a cat", "a photo *showing* a cat", "stock photo: a man ...") or heads the caption
+  is not an object: its "of" link and depiction verb are not relations, its adjectives
+  ("a *black and white* photo") are not attributes, and whatever hangs from it is
+  attached to what it frames ("a photo of a cat *on a sofa*": cat -on- sofa). A
+  quantity noun with an "of" object (:data:`QUANTITY_NOUNS`: "a *group* of people",
+  "a herd of cattle") is an attribute of that object, like a numeral. Otherwise "a
+  photo of a cat" would score 2 (the relation "of" has two edges) and pass as complex.
 
-So "a dog" has complexity 0, "a brown dog" 1, "a dog on a beach" 2 (the relation node
-"on" has two edges) and "a small brown dog on a red couch" 3 (dog: small, brown, on).
+So "a dog" and "a photo of a cat" have complexity 0, "a brown dog" and "a group of
+people" 1, "a dog on a beach" 2 (the relation node "on" has two edges) and "a small
+brown dog on a red couch" 3 (dog: small, brown, on).
+
+``python -m vlexp.filters.cat_examples [--min-complexity N] [CAPTION ...]`` prints, as a
+Markdown table, the graph, complexity and CAT caption decisions of captions.
 """
 
 from __future__ import annotations
@@ -45,6 +59,75 @@ OBJECT_DEPS = frozenset({"dobj", "obj", "attr", "oprd", "dative"})
 SUBJECT_DEPS = frozenset({"nsubj", "nsubjpass", "csubj"})
 PRONOUN_OBJECT_DEPS = frozenset({"nsubj", "nsubjpass", "dobj", "pobj", "attr"})
 RELATIVE_PRONOUN_TAGS = frozenset({"WP", "WDT", "WP$"})
+
+FRAMING_NOUNS: frozenset[str] = frozenset(
+    """
+    photo photos photograph photographs photography picture pictures pic pics image
+    images shot shots snapshot snapshots closeup closeups close-up close-ups view views
+    illustration illustrations drawing drawings painting paintings sketch sketches
+    render renders rendering renderings artwork screenshot screenshots portrait
+    portraits footage clipart vector vectors
+    """.split()
+)
+"""Nouns that name the picture rather than something in it ("a *photo* of a cat")."""
+
+QUANTITY_NOUNS: frozenset[str] = frozenset(
+    """
+    group groups couple pair pairs bunch bunches lot lots number set sets collection
+    collections herd herds flock flocks crowd crowds pile piles stack stacks row rows
+    handful variety assortment cluster clusters bundle bundles swarm pack packs
+    """.split()
+)
+"""Nouns that count or gather their "of" object ("a *group* of people")."""
+
+DEPICTION_VERBS: frozenset[str] = frozenset(
+    """
+    show shows showing shown feature features featuring featured depict depicts
+    depicting depicted display displays displaying displayed portray portrays portraying
+    portrayed capture captures capturing captured
+    """.split()
+)
+"""Verbs that attach a picture to its content ("a photo *showing* a cat")."""
+
+_WRAPPER_WORDS = FRAMING_NOUNS | QUANTITY_NOUNS | {"up"}
+_MAX_DEPTH = 8  # malformed parses: never recurse further
+
+
+def _is_framing(tok: Token) -> bool:
+    """A picture noun; spaCy splits "close-up" and tags "up" as the noun."""
+    word = tok.lower_
+    if word in FRAMING_NOUNS:
+        return True
+    return word == "up" and any(c.lower_ == "close" for c in tok.children)
+
+
+def _wrapped(tok: Token, depth: int = 0) -> list[Token]:
+    """The objects a framing or quantity noun wraps: its "of" objects; for a framing noun
+    also its apposition ("stock photo: a man ...") and what its depiction verbs show."""
+    kids = [c for c in tok.children if c.dep_ == "prep" and c.lower_ == "of"]
+    inner = [g for c in kids for g in c.children if g.dep_ == "pobj"]
+    if _is_framing(tok):
+        inner += [c for c in tok.children if c.dep_ == "appos"]
+        for verb in _depiction_verbs(tok):
+            inner += [c for c in verb.children if c.dep_ in OBJECT_DEPS]
+    return _objects_among(inner, depth + 1)
+
+
+def _depiction_verbs(tok: Token) -> list[Token]:
+    """Verbs such as "showing" that hang from the framing noun ``tok``."""
+    return [c for c in tok.children if c.dep_ == "acl" and c.lower_ in DEPICTION_VERBS]
+
+
+def _is_wrapper(tok: Token, depth: int = 0) -> bool:
+    """A framing noun that frames something or is the caption's head ("a photo of a cat",
+    "a black and white photo"), or a quantity noun with an "of" object ("a group of
+    people"): such nouns are not objects of the scene."""
+    word = tok.lower_
+    if word not in _WRAPPER_WORDS or tok.pos_ not in OBJECT_POS or depth > _MAX_DEPTH:
+        return False
+    if _is_framing(tok):
+        return tok.dep_ == "ROOT" or bool(_wrapped(tok, depth))
+    return word in QUANTITY_NOUNS and bool(_wrapped(tok, depth))
 
 
 @dataclass
@@ -73,11 +156,11 @@ class CaptionGraph:
         return int(self.degrees().max()) if self.nodes else 0
 
 
-def _is_object(tok: Token) -> bool:
+def _is_object(tok: Token, depth: int = 0) -> bool:
     if tok.pos_ in OBJECT_POS:
         if tok.dep_ == "compound" and tok.head is not tok and tok.head.pos_ in OBJECT_POS:
             return False  # a modifier ("coffee" cup) or a part of a name ("New" York)
-        return True
+        return not _is_wrapper(tok, depth)
     if tok.pos_ == "PRON":
         return tok.dep_ in PRONOUN_OBJECT_DEPS and tok.tag_ not in RELATIVE_PRONOUN_TAGS
     return False
@@ -100,16 +183,27 @@ def _with_conjuncts(tok: Token) -> list[Token]:
     return out
 
 
-def _objects_among(tokens: Iterable[Token]) -> list[Token]:
-    return [t for tok in tokens for t in _with_conjuncts(tok) if _is_object(t)]
+def _objects_among(tokens: Iterable[Token], depth: int = 0) -> list[Token]:
+    """The objects among ``tokens`` and their conjuncts; a wrapper noun stands for the
+    objects it wraps ("a man holding a *photo* of his dog" -> dog)."""
+    out: list[Token] = []
+    for tok in tokens:
+        for t in _with_conjuncts(tok):
+            if _is_object(t, depth):
+                out.append(t)
+            elif depth < _MAX_DEPTH and _is_wrapper(t, depth):
+                out.extend(_wrapped(t, depth))
+    return out
 
 
 def _anchor_objects(tok: Token, depth: int = 0) -> list[Token]:
     """The object(s) a modifier or relation hanging from ``tok`` is about."""
-    if depth > 8:  # malformed parses: never loop
+    if depth > _MAX_DEPTH:
         return []
     if _is_object(tok):
         return [tok]
+    if _is_wrapper(tok):
+        return _wrapped(tok)  # "a photo of a cat *on a sofa*": the cat is on the sofa
     if tok.pos_ in {"VERB", "AUX"}:
         subjects = _objects_among(c for c in tok.children if c.dep_ in SUBJECT_DEPS)
         if subjects:
@@ -119,7 +213,21 @@ def _anchor_objects(tok: Token, depth: int = 0) -> list[Token]:
         return []
     if tok.pos_ == "ADJ" and tok.dep_ in {"amod", "acomp", "conj"} and tok.head is not tok:
         return _anchor_objects(tok.head, depth + 1)
+    if tok.pos_ == "ADV" and tok.dep_ == "advmod" and tok.head is not tok:
+        return _anchor_objects(tok.head, depth + 1)  # "a dog *next* to a car"
     return []
+
+
+def _is_framing_link(tok: Token) -> bool:
+    """The "of" of a wrapper ("photo *of* a cat") or a depiction verb hanging from a
+    framing noun ("photo *showing* a cat"): part of the frame, not a relation."""
+    dep, word = tok.dep_, tok.lower_
+    if not ((dep == "prep" and word == "of") or (dep == "acl" and word in DEPICTION_VERBS)):
+        return False
+    head = tok.head
+    if head is tok or not _is_wrapper(head):
+        return False
+    return dep == "prep" or _is_framing(head)
 
 
 def caption_graph(doc: Doc) -> CaptionGraph:
@@ -143,6 +251,9 @@ def caption_graph(doc: Doc) -> CaptionGraph:
             obj(tok)
             if tok.dep_ == "poss" and tok.head is not tok and _is_object(tok.head):
                 relation("has", [tok, tok.head])
+        elif _is_wrapper(tok) and not _is_framing(tok):  # "a group of people": an attribute
+            for o in _wrapped(tok):
+                g.edges.append((g.add_node("attribute", tok.text), obj(o)))
         # attributes of objects
         if tok.dep_ in ATTRIBUTE_DEPS and tok.head is not tok and _is_object(tok.head):
             if tok.dep_ != "compound" or _is_compound_attribute(tok):
@@ -154,6 +265,8 @@ def caption_graph(doc: Doc) -> CaptionGraph:
                 for t in _with_conjuncts(tok):
                     g.edges.append((g.add_node("attribute", t.text), obj(o)))
         # relations
+        if _is_framing_link(tok):
+            continue
         if tok.dep_ in {"prep", "agent"} and tok.head is not tok:
             pobjs = _objects_among(c for c in tok.children if c.dep_ == "pobj")
             subjects = _anchor_objects(tok.head)

@@ -13,7 +13,7 @@ logged as ``<term>/<component>`` along with ``<term>/loss``. A term with weight 
 built at all (so ``objective.terms.concepts.weight=0`` removes concept distillation and
 its heads; ``~objective.terms.concepts`` does the same). ``setup`` and
 ``on_train_batch_end`` reach every term. Runtime context (the embedding size, the
-student's image mean/std) is passed on to the terms that accept it.
+student's image mean/std and encoder config) is passed on to the terms that accept it.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class CompositeObjective(Objective):
         embed_dim: int = 128,
         image_mean: Sequence[float] | None = None,
         image_std: Sequence[float] | None = None,
+        encoder_config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not terms:
@@ -47,6 +48,8 @@ class CompositeObjective(Objective):
             context["image_mean"] = image_mean
         if image_std is not None:
             context["image_std"] = image_std
+        if encoder_config is not None:
+            context["encoder_config"] = encoder_config
         self.terms = nn.ModuleDict()
         self.weights: dict[str, float] = {}
         for key, term_cfg in terms.items():

@@ -48,16 +48,24 @@ class _AllGatherWithGrad(torch.autograd.Function):
         return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
 
 
-def gather_features(image: torch.Tensor, text: torch.Tensor) -> GatheredFeatures:
+def gather_features(
+    image: torch.Tensor, text: torch.Tensor, dtype: torch.dtype | None = None
+) -> GatheredFeatures:
     """Gather both modalities from every rank (identity outside distributed runs).
 
-    All ranks must hold the same local batch size (the samplers guarantee it).
+    All ranks must hold the same local batch size (the samplers guarantee it). With
+    ``dtype`` both modalities are cast first (differentiably), so the local rows and the
+    gathered columns hold the very same numbers in one dtype whatever precision the
+    towers ran in (mixed precision may hand back bfloat16 from one tower and float32
+    from the other).
 
     The backward all-reduce sums, for each rank's features, the gradients of every
     rank's local loss. Each local loss is a mean over local rows, so the ranks' losses
     sum to ``world_size`` times the full-batch loss, and DDP's averaging of parameter
     gradients over ranks gives exactly the single-process gradient.
     """
+    if dtype is not None:
+        image, text = image.to(dtype), text.to(dtype)
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return GatheredFeatures(image, text, image, text, 0, 1)
     world, rank = dist.get_world_size(), dist.get_rank()

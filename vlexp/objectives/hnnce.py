@@ -100,8 +100,13 @@ def hnnce_direction(
 class HNNCEObjective(Objective):
     """HN-NCE in both directions; ``L = (L_i2t + L_t2i) / 2`` (``reduction=mean``).
 
-    ``reduction=sum`` gives ``L_i2t + L_t2i`` (the paper's notation, twice CLIP's scale).
-    ``beta2`` defaults to ``beta1``.
+    ``reduction=sum`` gives ``L_i2t + L_t2i``, the public formulation (twice CLIP's scale).
+    Alone, the two differ by a constant factor, which Adam's update normalisation cancels
+    (up to its ``eps`` and gradient clipping), so
+    ``objective=hnnce`` keeps ``mean`` (CLIP's scale, equal to ``objective=clip`` at
+    ``alpha=1, beta=0``). Next to another term the factor is a relative weight:
+    ``objective=diht`` uses ``sum``, so HN-NCE and concept distillation are weighted as in
+    ``L = L_i2t + L_t2i + w L_concepts``. ``beta2`` defaults to ``beta1``.
     """
 
     def __init__(

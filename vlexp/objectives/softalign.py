@@ -18,20 +18,38 @@ p_ij`` and is *bit-identical* to ``objective=clip`` at ``a_t = 0``.
 
 Teacher logits (``teacher``):
 
-- ``self`` (default): the current model, detached -- the student's own logits, so the
-  soft targets cost one softmax over the selected rows and nothing else (the paper's
-  "no added compute");
-- ``ema``: an exponential moving average of the towers, ``theta_ema <- d theta_ema +
-  (1 - d) theta`` after every optimiser step (:meth:`SoftAlignObjective.on_train_batch_end`
-  receives the module). The EMA copy is built at construction from ``ema_encoder`` (the
-  student's own encoder config: ``${encoder}`` in conf/objective/softalign.yaml), so its
-  weights are ordinary entries of the state dict (``objective.ema_model.*``) and a resumed
-  run loads them before its first step. It is set to the student's weights at the first
-  optimiser step; until then (step 0) the student itself is the teacher, which is what
-  an EMA started from the initial weights would give. Its embeddings are computed in
-  ``forward`` from the batch (``batch["image"]``, ``batch["input_ids"]``,
-  ``batch["attention_mask"]``) without gradient, in eval mode; this costs one extra
-  forward pass of both towers.
+- ``ema`` (default): an exponential moving average of the towers, ``theta_ema <- d
+  theta_ema + (1 - d) theta`` after every optimiser step
+  (:meth:`SoftAlignObjective.on_train_batch_end` receives the module). The EMA copy is
+  built at construction from ``ema_encoder`` (the student's own encoder config:
+  ``${encoder}`` in conf/objective/softalign.yaml; the trainer also passes it as runtime
+  context ``encoder_config``, which reaches softalign terms of ``objective=composite``), so its weights are ordinary entries of
+  the state dict (``objective.ema_model.*``) and a resumed run loads them before its first
+  step. It is set to the student's weights at the first optimiser step; until then (step
+  0, where ``a_t`` is 0 under the default ramp) the student itself is the teacher. Its
+  embeddings are computed in ``forward`` from the batch (``batch["image"]``,
+  ``batch["input_ids"]``, ``batch["attention_mask"]``) without gradient, in eval mode.
+- ``self``: the current model's own logits, detached. Only meaningful at a teacher
+  temperature of its own (``use_student_scale: false``); it costs one softmax over the
+  selected rows and nothing else.
+
+Why the EMA teacher is the default: the soft target must carry something the student's
+current prediction does not, or there is nothing to distil. With the current model at
+its own scale, the target of a soft row is ``q = (1 - a) onehot + a p`` with ``p`` the
+student's own softmax, so the gradient with respect to the logits is ``p - q = (1 - a)(p -
+onehot)``: exactly CLIP's, down-weighted. That combination is refused (and so is
+``ema_decay: 0``, whose teacher is the student's current weights again). An EMA of past
+weights is a smoothed version of the earlier-snapshot teacher of progressive
+self-knowledge distillation (which uses the previous epoch's model), and the same target
+form with an EMA teacher is the momentum distillation of ALBEF (Li et al. 2021, momentum
+0.995, our default decay). Its price is one extra forward pass of both towers per step
+(no backward), so unlike the paper's "no added compute" the default step costs more than
+CLIP's; ``benchmarks/bench_softalign_step.py`` measures how much. The compute-free
+alternative is ``teacher: self`` with ``use_student_scale: false``: the model's own
+predictions sharpened or softened by ``teacher_temperature``; it still carries no
+information beyond the current prediction and coincides with CLIP whenever the learned
+logit scale equals ``1 / teacher_temperature`` (at initialisation, if the two
+temperatures start equal).
 
 The teacher logits are ``cos_ij / teacher_temperature``, or ``cos_ij * logit_scale`` (the
 student's current scale, detached) with ``use_student_scale: true``.
@@ -61,6 +79,7 @@ one-hot targets).
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -81,6 +100,60 @@ _GOLDEN = 0x9E3779B97F4A7C15  # mixes the call count into the selection seed
 
 
 # ----------------------------------------------------------------------------- pieces
+def degenerate_teacher(teacher: str, use_student_scale: bool, ema_decay: float) -> str | None:
+    """Why this teacher makes SoftAlign a rescaled CLIP (one line), or ``None`` if it does not.
+
+    A teacher equal to the student's current prediction gives the target ``(1 - a) onehot +
+    a p`` with ``p`` the student's own softmax, hence the gradient ``(1 - a)(p - onehot)``.
+    """
+    if teacher == "self" and use_student_scale:
+        return (
+            "teacher=self with use_student_scale=true is CLIP with soft rows down-weighted "
+            "(the target mixes in the student's own softmax, so the gradient is (1 - a) "
+            "times CLIP's); use teacher=ema (the default), or teacher=self with "
+            "use_student_scale=false and a teacher_temperature of its own"
+        )
+    if teacher == "ema" and ema_decay == 0.0 and use_student_scale:
+        return (
+            "teacher=ema with ema_decay=0 copies the student's current weights, which is "
+            "CLIP with soft rows down-weighted; use an ema_decay in (0, 1), e.g. 0.995"
+        )
+    return None
+
+
+def config_errors(cfg: Mapping[str, Any], encoder: Mapping[str, Any] | None) -> list[str]:
+    """Reasons a softalign objective config reduces to CLIP (empty if it does not).
+
+    ``cfg`` is the objective config (``name: softalign`` + options; missing options take
+    the constructor's defaults), ``encoder`` the student's encoder config: a self teacher
+    at a fixed ``teacher_temperature`` equal to a frozen model temperature is refused too.
+    """
+    defaults = {
+        k: p.default
+        for k, p in inspect.signature(SoftAlignObjective.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    opts = {**defaults, **dict(cfg)}
+    try:
+        teacher, use_scale = str(opts["teacher"]), bool(opts["use_student_scale"])
+        reason = degenerate_teacher(teacher, use_scale, float(opts["ema_decay"]))
+        tau_t = float(opts["teacher_temperature"])
+    except (TypeError, ValueError):
+        return []  # malformed values: the constructor names them
+    if reason:
+        return [reason]
+    enc = dict(encoder or {})
+    frozen_tau = enc.get("init_temperature") if enc.get("learn_temperature") is False else None
+    if teacher == "self" and not use_scale and frozen_tau is not None:
+        if math.isclose(tau_t, float(frozen_tau), rel_tol=1e-6):
+            return [
+                f"teacher=self at teacher_temperature={tau_t} equals the student's frozen "
+                "temperature (encoder.learn_temperature=false), which is CLIP with soft rows "
+                "down-weighted; use teacher=ema or another teacher_temperature"
+            ]
+    return []
+
+
 def mix_targets(teacher_probs: torch.Tensor, positives: torch.Tensor, alpha: float) -> torch.Tensor:
     """Dense targets ``(1 - alpha) onehot(positives) + alpha teacher_probs`` (no gradient).
 
@@ -167,12 +240,15 @@ class SoftAlignObjective(Objective):
         teacher_temperature: ``tau_t`` of the teacher softmax over cosine similarities.
         use_student_scale: use the student's logit scale (detached) instead of
             ``1 / teacher_temperature``.
-        teacher: ``self`` (current model, detached) or ``ema``.
-        ema_decay: decay ``d`` of the EMA teacher, in [0, 1).
-        ema_encoder: encoder config of the EMA copy (required for ``teacher=ema``; the
-            student's ``encoder`` config).
+        teacher: ``ema`` (EMA copy of the towers) or ``self`` (current model, detached;
+            only with ``use_student_scale=False``).
+        ema_decay: decay ``d`` of the EMA teacher, in (0, 1).
+        ema_encoder: encoder config of the EMA copy (the student's ``encoder`` config;
+            ``teacher=ema`` needs it or ``encoder_config``).
         seed: base seed of ``random`` selection; ``None`` = ``torch.initial_seed()`` at the
             first training step.
+        encoder_config: runtime context, not a config option: the student's encoder
+            config, used for the EMA copy when ``ema_encoder`` is not given.
     """
 
     def __init__(
@@ -185,10 +261,11 @@ class SoftAlignObjective(Objective):
         ramp_start: float = 0.0,
         teacher_temperature: float = 0.07,
         use_student_scale: bool = True,
-        teacher: str = "self",
-        ema_decay: float = 0.999,
+        teacher: str = "ema",
+        ema_decay: float = 0.995,
         ema_encoder: Mapping[str, Any] | None = None,
         seed: int | None = None,
+        encoder_config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= float(soft_share) <= 1.0:
@@ -206,8 +283,11 @@ class SoftAlignObjective(Objective):
             )
         if teacher not in TEACHERS:
             raise ValueError(f"objective.teacher must be one of {TEACHERS}, got {teacher!r}")
-        if not 0.0 <= float(ema_decay) < 1.0:
-            raise ValueError(f"objective.ema_decay must be in [0, 1), got {ema_decay}")
+        reason = degenerate_teacher(teacher, bool(use_student_scale), float(ema_decay))
+        if reason:
+            raise ValueError(f"objective: {reason}")
+        if not 0.0 < float(ema_decay) < 1.0:
+            raise ValueError(f"objective.ema_decay must be in (0, 1), got {ema_decay}")
         if schedule not in ("linear", "cosine", "constant"):
             raise ValueError(
                 f"objective.schedule must be linear, cosine or constant, got {schedule!r}"
@@ -232,7 +312,7 @@ class SoftAlignObjective(Objective):
         self.ema_initialized = False
         self.ema_model: nn.Module | None = None
         if teacher == "ema":
-            self.ema_model = self._build_ema(ema_encoder)
+            self.ema_model = self._build_ema(ema_encoder or encoder_config)
 
     # -------------------------------------------------------------- EMA teacher
     @staticmethod

@@ -6,16 +6,18 @@ All schedules are vectorised: they accept a float or a numpy array of progress v
 and return ``np.ndarray`` of probabilities of the same shape.
 
 The TOnICS paper (Srinivasan et al., arXiv 2207.14525) says the sampler moves
-"progressively" from diverse to same-object minibatches; its exact schedule is not
-known to us. Every default below (``p_max = 0.5``, a linear ramp over the first half of
-training) is our choice, not the paper's number.
+"progressively" from diverse minibatches to minibatches in which *all* pairs share one
+object; its exact schedule is not public. The defaults below follow that description
+(the probability rises from 0 to 1 and training ends in same-object batches only), but
+every number (``p_max = 1``, a linear ramp reaching it at 80% of training, then held) is
+a vlexp default, not the paper's.
 
-:class:`OntologyWalk` is the second reading of "progressive" (see
-``shared/METHODS.md``): same-object groups walk down the ontology from coarse parent
-classes (e.g. "animal") to fine leaf classes (e.g. "dog") over training.
+:class:`OntologyWalk` is the second reading of "progressive": same-object groups walk
+down the ontology from coarse parent classes (e.g. "animal") to fine leaf classes
+(e.g. "dog") over training.
 
 Configs pick a schedule by name (``linear``, ``cosine``, ``step``, ``constant``) with
-:data:`SCHEDULES`, e.g. ``{"name": "linear", "p_max": 0.5, "start": 0.0, "end": 0.5}``.
+:data:`SCHEDULES`, e.g. ``{"name": "linear", "p_max": 1.0, "start": 0.0, "end": 0.8}``.
 """
 
 from __future__ import annotations
@@ -64,13 +66,14 @@ def _ramp(progress: ArrayLike, start: float, end: float) -> np.ndarray:
 class LinearSchedule:
     """``p_min`` until ``start``, a straight line to ``p_max`` at ``end``, then ``p_max``.
 
-    Defaults are ours (the paper's schedule is unknown): same-object batches rise from
-    none at the start of training to half of all batches at mid-training.
+    Defaults are vlexp's (the paper's schedule is not public): same-object batches rise
+    from none at the start of training to all batches at 80% of training, and the last
+    fifth of training holds only same-object batches (the curriculum's end state).
     """
 
-    p_max: float = 0.5
+    p_max: float = 1.0
     start: float = 0.0
-    end: float = 0.5
+    end: float = 0.8
     p_min: float = 0.0
 
     def __post_init__(self) -> None:
@@ -88,12 +91,13 @@ class CosineSchedule:
     """Like :class:`LinearSchedule` but with a half-cosine ramp (flat at both ends).
 
     ``p(t) = p_min + (p_max - p_min) * (1 - cos(pi * x)) / 2`` with ``x`` the linear ramp
-    from ``start`` to ``end``. Defaults are ours, not the paper's.
+    from ``start`` to ``end``. Defaults (those of :class:`LinearSchedule`) are vlexp's,
+    not the paper's.
     """
 
-    p_max: float = 0.5
+    p_max: float = 1.0
     start: float = 0.0
-    end: float = 0.5
+    end: float = 0.8
     p_min: float = 0.0
 
     def __post_init__(self) -> None:
@@ -111,11 +115,11 @@ class CosineSchedule:
 class StepSchedule:
     """``p_min`` before progress ``at``, ``p_max`` from ``at`` on (a two-phase switch).
 
-    With ``p_max = 1`` this is the strict reading "diverse batches first, then only
-    same-object batches". Defaults are ours, not the paper's.
+    With the default ``p_max = 1`` this is the strict reading "diverse batches first,
+    then only same-object batches". Defaults are vlexp's, not the paper's.
     """
 
-    p_max: float = 0.5
+    p_max: float = 1.0
     at: float = 0.5
     p_min: float = 0.0
 
@@ -173,7 +177,7 @@ class OntologyWalk:
     class ``c`` if it is tagged with ``c`` or any descendant of ``c``).
 
     The walk decides *which* groups same-object batches use; how often such batches
-    occur still comes from the probability schedule. Defaults are ours, not the paper's.
+    occur still comes from the probability schedule. Defaults are vlexp's, not the paper's.
     """
 
     start: float = 0.0

@@ -23,8 +23,9 @@ schedule, weighting and policies are unknown to us: every default here is our ch
 
 Options (all config keys of ``conf/sampler/tonics.yaml``):
 
-``schedule`` (default ``"linear"``: 0 -> 0.5 over the first half of training)
+``schedule`` (default ``"linear"``: 0 -> 1 over the first 80% of training, then 1)
     A schedule name or ``{name: ..., <kwargs>}``; see :mod:`vlexp.samplers.schedules`.
+    The default ends training in same-object batches only, the curriculum's end state.
 ``ontology_walk`` (default ``False``)
     ``True`` or ``{start: .., end: ..}``: same-object groups walk from the ontology's
     roots (a group holds every pair tagged with the class or any descendant) down to
@@ -54,6 +55,15 @@ Options (all config keys of ``conf/sampler/tonics.yaml``):
     Smallest group size drawn under ``small_object_policy="replacement"``.
 ``epochs`` (default ``None``)
     Training length in epochs, used for progress only when ``total_steps`` is ``None``.
+``min_tag_coverage`` (default 0.5)
+    Smallest share of pairs with at least one tag; below it the sampler refuses to start
+    (untagged pairs can only fill diverse batches, so the curriculum would mostly not
+    happen). Tags for untagged data: ``sampler.tagging`` (:mod:`vlexp.samplers.tagging`).
+``allow_low_coverage`` (default ``False``)
+    Start anyway below ``min_tag_coverage``, with a warning.
+``tagging`` (config only)
+    Where the tags come from (the data, the captions, a tag file); resolved before the
+    sampler is built and passed as ``tags`` (:mod:`vlexp.samplers.tagging`).
 
 Within an epoch a pair is used at most once while the data allows: same-object batches
 take unused pairs of their group first and only cycle through the group again once it
@@ -79,6 +89,7 @@ few batches ahead of the training step, so per-batch stats lead by the prefetch 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +99,8 @@ import numpy as np
 from vlexp.data.types import TagTable
 from vlexp.samplers.base import SAMPLERS, PlannedBatchSampler
 from vlexp.samplers.schedules import OntologyWalk, Schedule, build_schedule
+
+log = logging.getLogger(__name__)
 
 DIVERSE, SAME_OBJECT = 0, 1
 """Values of :attr:`EpochPlan.phase`."""
@@ -267,6 +280,8 @@ class TonicsBatchSampler(PlannedBatchSampler):
         diverse_tag_choice: str = "uniform",
         min_object_pairs: int = 2,
         epochs: int | None = None,
+        min_tag_coverage: float = 0.5,
+        allow_low_coverage: bool = False,
         index_chunk_pairs: int = 1 << 16,
     ) -> None:
         super().__init__(
@@ -282,12 +297,10 @@ class TonicsBatchSampler(PlannedBatchSampler):
         _check_choice("untagged_policy", untagged_policy, UNTAGGED_POLICIES)
         _check_choice("object_weighting", object_weighting, OBJECT_WEIGHTINGS)
         _check_choice("diverse_tag_choice", diverse_tag_choice, TAG_CHOICES)
+        if not 0.0 <= min_tag_coverage <= 1.0:
+            raise ValueError(f"sampler.min_tag_coverage must be in [0, 1], got {min_tag_coverage}")
         if tags is None:
-            raise ValueError(
-                "sampler=tonics needs object tags but the training source has no tag table. "
-                "Use a source with tags (a tags column / json field), or tag captions with "
-                "vlexp.data.tags.CaptionTagger; otherwise pick sampler=random."
-            )
+            raise ValueError(_NO_TAGS)
         if tags.num_pairs != num_samples:
             raise ValueError(
                 f"the tag table has {tags.num_pairs} rows but the training set has "
@@ -314,6 +327,9 @@ class TonicsBatchSampler(PlannedBatchSampler):
 
         self._tag_counts = tags.counts().astype(np.int32)
         self.num_untagged = int(np.count_nonzero(self._tag_counts == 0))
+        _check_coverage(
+            num_samples - self.num_untagged, num_samples, min_tag_coverage, allow_low_coverage
+        )
         self._usable: np.ndarray | None = None
         if untagged_policy == "drop":
             self._usable = self._tag_counts > 0
@@ -376,12 +392,12 @@ class TonicsBatchSampler(PlannedBatchSampler):
         )
         eligible = np.flatnonzero(sizes >= max(1, floor))
         if len(eligible) == 0 and self._max_prob > 0:
+            largest = int(sizes.max(initial=0))
             raise ValueError(
                 f"no object group at ontology level {level} has {floor} pairs (largest: "
-                f"{int(sizes.max(initial=0))}) so same-object batches of {self.global_batch_size} "
-                f"are impossible under small_object_policy={self.small_object_policy!r}; use "
-                "small_object_policy=replacement or parent, a smaller batch, or a constant "
-                "schedule with p=0"
+                f"{largest}) so same-object batches of {self.global_batch_size} are impossible "
+                f"under small_object_policy={self.small_object_policy!r}; "
+                + self._small_group_fix(largest)
             )
         w = sizes[eligible].astype(np.float64)
         if self.object_weighting == "sqrt":
@@ -390,6 +406,18 @@ class TonicsBatchSampler(PlannedBatchSampler):
             w = np.ones_like(w)
         weights = w / w.sum() if len(w) else w
         return GroupIndex(level, offsets, pairs, eligible, weights)
+
+    def _small_group_fix(self, largest: int) -> str:
+        """Options that make some group eligible, given the largest group's pair count."""
+        if largest == 0:
+            return "no pair has a tag at this level: tag the data (sampler.tagging.source=captions)"
+        if self.small_object_policy == "replacement":
+            return f"set sampler.min_object_pairs={largest} (or lower)"
+        fixes = ["sampler.small_object_policy=replacement (fills a batch with repeats)"]
+        per_rank = largest // self.world_size
+        if per_rank >= 1:
+            fixes.append(f"data.batch_size={per_rank} (or lower)")
+        return "set " + " or ".join(fixes)
 
     # ------------------------------------------------------------------ public views
     def batches_per_epoch(self) -> int:
@@ -595,6 +623,39 @@ def _rarest_tags(tags: TagTable) -> np.ndarray:
         best = np.minimum.reduceat(rank[tags.values], starts)
         out[nonempty] = by_rarity[best]
     return out
+
+
+_HOW_TO_TAG = (
+    "tag the captions with the packaged COCO ontology: sampler.tagging.source=captions "
+    "(on the fly; sampler.tagging.ontology=<json> for another ontology), or once with "
+    "`python -m vlexp.data.tag_pass data=...` then sampler.tagging.path=<its tag file>"
+)
+_NO_TAGS = f"sampler=tonics needs object tags but the training pairs have none: {_HOW_TO_TAG}"
+
+
+def _check_coverage(tagged: int, total: int, minimum: float, allow: bool) -> None:
+    """Refuse (or, if ``allow``, warn loudly) when too few pairs have tags."""
+    share = tagged / max(1, total)
+    if share >= minimum:
+        return
+    if not allow:
+        raise ValueError(
+            f"sampler=tonics: only {100 * share:.1f}% of the {total} training pairs have "
+            f"object tags (sampler.min_tag_coverage={minimum}), so the curriculum would "
+            f"hardly happen; {_HOW_TO_TAG}; or set sampler.allow_low_coverage=true to "
+            "train anyway"
+        )
+    log.warning(_low_coverage_warning(share, total))
+
+
+def _low_coverage_warning(share: float, total: int) -> str:
+    bar = "!" * 78
+    return (
+        f"\n{bar}\n sampler=tonics with only {100 * share:.1f}% of {total} pairs tagged "
+        "(sampler.allow_low_coverage=true):\n most pairs have no object and can only fill "
+        "diverse (ordinary) batches; same-object\n batches re-use the few tagged pairs. "
+        f"Tag the data first: {_HOW_TO_TAG}.\n{bar}"
+    )
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

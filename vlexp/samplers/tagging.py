@@ -1,0 +1,143 @@
+"""Object tags for a tag-aware sampler (``sampler.tagging`` of ``sampler=tonics``).
+
+TOnICS groups pairs by the objects they show. ``sampler.tagging.source`` picks the tags:
+
+* ``data`` -- the source's own tags (a ``tags`` column, the shards' ``.json`` ``tags``).
+* ``captions`` -- the captions tagged with an ontology by
+  :class:`~vlexp.data.tags.CaptionTagger` (``tagging.ontology``, ``tagging.backend``), on
+  the fly at start-up, or read from a tag file written once by
+  ``python -m vlexp.data.tag_pass`` (``tagging.path``).
+* ``auto`` (default) -- the data's tags when they cover at least
+  ``sampler.min_tag_coverage`` of the pairs; otherwise the captions are tagged and the
+  better-covering of the two is used.
+
+The coverage (share of pairs with at least one tag) and the pairs of every class are
+logged as a table and kept as :class:`~vlexp.data.tags.TagCoverage` (written to the run's
+``metrics.json`` as ``tag_report``). Whether the coverage suffices is the sampler's
+decision (``sampler.min_tag_coverage``, ``sampler.allow_low_coverage``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from vlexp.data.tags import CaptionTagger, TagCoverage, load_tag_file
+from vlexp.data.types import Subset, TagTable
+
+log = logging.getLogger(__name__)
+
+TAG_SOURCES = ("data", "captions", "auto")
+
+
+@dataclass(frozen=True)
+class TaggingOptions:
+    """``sampler.tagging``: where the sampler's object tags come from (module docstring)."""
+
+    source: str = "auto"
+    ontology: str = "coco"
+    backend: str = "auto"
+    lemmatize: bool = True
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in TAG_SOURCES:
+            raise ValueError(
+                f"sampler.tagging.source={self.source!r} is not one of {list(TAG_SOURCES)}"
+            )
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> TaggingOptions:
+        """From the config mapping; unknown keys are an error naming the accepted ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ValueError(
+                f"sampler.tagging got unknown option(s) {unknown}; accepted: {sorted(known)}"
+            )
+        return cls(**dict(cfg))
+
+
+@dataclass
+class TrainTags:
+    """The resolved tags, their coverage report, and the sampler's remaining options."""
+
+    table: TagTable | None
+    report: TagCoverage | None
+    sampler_options: dict[str, Any]
+
+
+def split_sampler_config(cfg: Mapping[str, Any]) -> tuple[dict[str, Any], TaggingOptions | None]:
+    """The sampler's own options and its ``tagging`` options (``None`` when absent)."""
+    options = dict(cfg)
+    tagging = options.pop("tagging", None)
+    return options, None if tagging is None else TaggingOptions.from_config(tagging)
+
+
+def caption_tags(
+    source: Any, indices: np.ndarray | None, opts: TaggingOptions
+) -> tuple[TagTable, TagCoverage]:
+    """Caption tags of ``source`` (restricted to ``indices``): from the tag file or on the fly."""
+    if opts.path:
+        table, header = load_tag_file(opts.path, list(source.captions))
+        if indices is not None:
+            table = table.subset(indices)
+        detail = {"path": str(opts.path), "ontology": header.get("ontology")}
+        return table, TagCoverage.of(table, table.num_pairs, "file", **detail)
+    captions = source.captions if indices is None else Subset(source, indices).captions
+    tagger = CaptionTagger(opts.ontology, lemmatize=opts.lemmatize, backend=opts.backend)
+    table = tagger.tag_captions(captions)
+    detail = {"ontology": tagger.ontology.name, "backend": tagger.last_report.backend}
+    return table, TagCoverage.of(table, table.num_pairs, "captions", **detail)
+
+
+def resolve_train_tags(
+    source: Any, indices: np.ndarray | None, sampler_cfg: Mapping[str, Any]
+) -> TrainTags:
+    """The tags a sampler gets for the training pairs ``source[indices]`` (all when ``None``).
+
+    ``source`` is the training source before filtering (a tag file is checked against its
+    captions), ``indices`` the pairs the filter kept. Without ``tagging`` in
+    ``sampler_cfg`` (samplers that ignore tags) the data's table is passed through.
+    """
+    options, opts = split_sampler_config(sampler_cfg)
+    train = source if indices is None else Subset(source, indices)
+    if opts is None:
+        return TrainTags(train.tag_table, None, options)
+    min_coverage = float(options.get("min_tag_coverage", 0.0))
+    n = len(train)
+    table: TagTable | None = None
+    report: TagCoverage | None = None
+    if opts.source in ("data", "auto"):
+        table = train.tag_table
+        report = TagCoverage.of(table, n, "data")
+    if opts.source == "captions" or (
+        opts.source == "auto" and (table is None or report.coverage < min_coverage)  # type: ignore[union-attr]
+    ):
+        cap_table, cap_report = caption_tags(source, indices, opts)
+        if report is None or cap_report.coverage > report.coverage:
+            if report is not None:
+                log.info(
+                    "sampler.tagging.source=auto: the data's tags cover %.1f%% of the pairs, "
+                    "the captions' %.1f%%: using caption tags",
+                    100 * report.coverage,
+                    100 * cap_report.coverage,
+                )
+            table, report = cap_table, cap_report
+    assert report is not None
+    log.info("%s", report.table_text())
+    return TrainTags(table, report, options)
+
+
+__all__ = [
+    "TAG_SOURCES",
+    "TaggingOptions",
+    "TrainTags",
+    "caption_tags",
+    "resolve_train_tags",
+    "split_sampler_config",
+]
