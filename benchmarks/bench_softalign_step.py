@@ -1,7 +1,7 @@
 """Training-step time of objective=softalign relative to objective=clip (same model, batch).
 
     .venv/bin/python benchmarks/bench_softalign_step.py [--batch-size 128] [--rounds 40]
-        [--image-size 64] [--warmup 3] [--threads 0] [--ema] [--json out.json]
+        [--image-size 64] [--warmup 3] [--threads 0] [--json out.json]
 
 One step = encode images and texts with the tiny two-tower model
 (``ENCODERS.build({"name": "tiny"})``), gather, objective, backward, AdamW step (what
@@ -18,13 +18,17 @@ step, a far less noisy estimate than whole steps on a shared machine.
 Objectives timed (all at ``progress = 0.5``, so the distillation weight is non-zero):
 
 - ``clip``;
-- ``softalign``: the default config (random half of the batch, current model as teacher);
-- ``softalign_lc``: least-confident selection;
-- ``softalign_ema`` (with ``--ema``): the EMA teacher, which runs both towers once more
-  per step and is *expected* to cost more -- the paper's no-added-compute claim is about
-  the self teacher.
+- ``softalign``: the default config (random half of the batch, EMA teacher). The EMA copy
+  runs both towers once more per step, without backward, and its weights are updated after
+  every step, so it *costs more* than CLIP: the paper's "no added compute" does not hold
+  for this default;
+- ``softalign_lc``: the default with least-confident selection;
+- ``softalign_self``: the current model as teacher at a temperature of its own
+  (``teacher=self use_student_scale=false teacher_temperature=0.035``), the option with no
+  added compute.
 
-Target: ``softalign`` / ``clip`` <= 1.05 on CPU.
+Target (the no-added-compute claim): ``softalign_self`` / ``clip`` <= 1.05 on CPU. The
+default's ratio is reported as measured.
 """
 
 from __future__ import annotations
@@ -81,18 +85,19 @@ def make_batch(model: Any, batch_size: int, image_size: int, seed: int = 0) -> d
     }
 
 
-def build_objectives(encoder_cfg: dict[str, Any], with_ema: bool) -> dict[str, Any]:
+SELF_TEACHER = {"teacher": "self", "use_student_scale": False, "teacher_temperature": 0.035}
+
+
+def build_objectives(encoder_cfg: dict[str, Any]) -> dict[str, Any]:
     """The objectives to time, by name."""
-    objs = {
+    return {
         "clip": OBJECTIVES.build("clip"),
-        "softalign": OBJECTIVES.build("softalign"),
-        "softalign_lc": OBJECTIVES.build({"name": "softalign", "selection": "least_confident"}),
+        "softalign": OBJECTIVES.build("softalign", encoder_config=encoder_cfg),
+        "softalign_lc": OBJECTIVES.build(
+            {"name": "softalign", "selection": "least_confident"}, encoder_config=encoder_cfg
+        ),
+        "softalign_self": OBJECTIVES.build({"name": "softalign", **SELF_TEACHER}),
     }
-    if with_ema:
-        objs["softalign_ema"] = OBJECTIVES.build(
-            {"name": "softalign", "teacher": "ema", "ema_encoder": encoder_cfg}
-        )
-    return objs
 
 
 def train_step(model: Any, objective: Any, opt: torch.optim.Optimizer, batch: dict) -> float:
@@ -137,14 +142,13 @@ def run(
     rounds: int,
     image_size: int,
     warmup: int,
-    with_ema: bool = False,
     loss_reps: int = 300,
 ) -> dict[str, Any]:
     """Median step times per objective and median per-round ratios to clip."""
     encoder_cfg = {"name": "tiny", "image_size": image_size}
     torch.manual_seed(0)
     base = ENCODERS.build(encoder_cfg)
-    objs = build_objectives(encoder_cfg, with_ema)
+    objs = build_objectives(encoder_cfg)
     runs = {}
     for name, obj in objs.items():
         model = copy.deepcopy(base).train()
@@ -165,7 +169,8 @@ def run(
             train_step(model, obj, opt, batch)
             times[name].append(time.perf_counter() - start)
     others = [n for n in names if n != "clip"]
-    self_teacher = {n: o for n, o in objs.items() if n != "softalign_ema"}
+    # the loss alone needs no towers only for the self teacher (the EMA one encodes the batch)
+    self_teacher = {n: objs[n] for n in ("clip", "softalign_self")}
     loss_s = time_losses(self_teacher, batch_size, base.embed_dim, loss_reps)
     clip_step = statistics.median(times["clip"])
     return {
@@ -194,13 +199,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--rounds", type=int, default=40)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--ema", action="store_true", help="also time the EMA teacher")
     p.add_argument("--loss-reps", type=int, default=300, help="repetitions of the loss-only timing")
     p.add_argument("--json", type=str, default=None, help="write the results here")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    res = run(args.batch_size, args.rounds, args.image_size, args.warmup, args.ema, args.loss_reps)
+    res = run(args.batch_size, args.rounds, args.image_size, args.warmup, args.loss_reps)
     print(
         f"batch {res['batch_size']} x {res['image_size']} px, {res['rounds']} interleaved "
         f"rounds, {res['threads']} threads"
@@ -217,8 +221,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         share = res["loss_overhead_share_of_clip_step"].get(name)
         extra = "" if share is None else f"   added to a clip step: {100 * share:+.2f}%"
         print(f"  {name:14s} {1000 * t:8.3f} ms{extra}")
-    verdict = "meets" if res["ratio_to_clip"]["softalign"] <= TARGET_RATIO else "MISSES"
-    print(f"softalign {verdict} the target ratio <= {TARGET_RATIO}")
+    default = res["ratio_to_clip"]["softalign"]
+    note = ": more than the paper's 'no added compute'" if default > TARGET_RATIO else ""
+    print(f"the default softalign (EMA teacher) costs {100 * (default - 1):+.1f}% per step{note}")
+    verdict = "meets" if res["ratio_to_clip"]["softalign_self"] <= TARGET_RATIO else "MISSES"
+    print(f"softalign_self (no added compute) {verdict} the target ratio <= {TARGET_RATIO}")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
     return res

@@ -71,13 +71,13 @@ def sizes(device: str, quick: bool) -> dict[str, Any]:
     if quick:
         return {
             "batch": 16,
-            "steps": 6,
-            "skip": 2,
+            "steps": 4,
+            "skip": 1,
             "rounds": 1,
             "workers": 0,
             "mem_start": 256,
             "mem_cap": 1024,
-            "teacher_batch": 8,
+            "teacher_batch": 4,
             "teacher_batches": 2,
             "teacher_size": 64,
             "num_train": 128,
@@ -243,7 +243,7 @@ def section_open_clip(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         str(BENCH / "bench_vs_open_clip.py"),
         "--device", args.device,
         "--batch-size", str(sz["batch"]),
-        "--steps", str(sz["steps"]),
+        "--steps", str(max(sz["steps"], 5)),  # its workers parse --skip's default (4)
         "--skip", str(sz["skip"]),
         "--repeats", str(sz["rounds"]),
         "--workers", str(sz["workers"]),
@@ -362,7 +362,7 @@ def section_ddp(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def section_precisions(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sz = dict(sizes(args.device, args.quick))
-    sz["steps"], sz["skip"] = (4, 1) if args.quick else (12, 4)
+    sz["steps"], sz["skip"] = (3, 1) if args.quick else (12, 4)
     teacher = _synthetic_teacher(work)
     every = [
         "objective=diht_synthetic",
@@ -433,6 +433,8 @@ WORKERS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
 
 # ------------------------------------------------------------------ report
 def _fmt(x: Any) -> str:
+    if x is None:
+        return "n/a"
     if isinstance(x, float):
         return f"{x:.3g}" if abs(x) < 100 else f"{x:,.0f}"
     if isinstance(x, list):
@@ -476,9 +478,14 @@ def run_section(name: str, args: argparse.Namespace, work: Path, timeout: float)
     cmd = [sys.executable, __file__, "--worker", name, "--device", args.device]
     cmd += ["--work", str(work), "--world", str(args.world), "--worker-out", str(out)]
     cmd += ["--quick"] if args.quick else []
+    env = dict(os.environ)
+    if args.quick:  # one intra-op thread: small ops, and no barrier waits on a busy machine
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = "1"
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
+        )
         err = None if proc.returncode == 0 else (proc.stderr or proc.stdout)[-1500:].strip()
     except subprocess.TimeoutExpired:
         err = f"timed out after {timeout:.0f} s"

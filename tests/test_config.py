@@ -86,11 +86,13 @@ def test_samplers_instantiate(option, tmp_path):
     import numpy as np
 
     from vlexp.data.types import TagTable
+    from vlexp.samplers.tagging import split_sampler_config
 
     cfg = compose_cfg([f"sampler={option}"], output_dir=tmp_path)
     tags = TagTable.from_lists([[i % 5] for i in range(200)], [f"c{i}" for i in range(5)])
+    options, _ = split_sampler_config(OmegaConf.to_container(cfg.sampler))
     s = SAMPLERS.build(
-        OmegaConf.to_container(cfg.sampler),
+        options,
         num_samples=200,
         batch_size=8,
         tags=tags,

@@ -37,7 +37,7 @@ class _Trainer:
         self.precision = precision
 
 
-def test_auto_choice_avoids_fp16_gradient_scaling(tmp_path):
+def test_auto_choice_is_fused_unless_told_otherwise(tmp_path):
     from tests.conftest import compose_cfg
     from vlexp.run import build_components
 
@@ -45,8 +45,8 @@ def test_auto_choice_avoids_fp16_gradient_scaling(tmp_path):
     assert module.fused is None  # optim.fused: null by default = auto
     module._trainer = _Trainer("32-true")
     assert module._use_fused() is True  # CPU, full precision
-    module._trainer = _Trainer("16-mixed")
-    assert module._use_fused() is False
+    module._trainer = _Trainer("16-mixed")  # vlexp clips and unscales itself
+    assert module._use_fused() is True
     module.fused = False
     module._trainer = _Trainer("32-true")
     assert module._use_fused() is False

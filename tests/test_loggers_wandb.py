@@ -8,7 +8,6 @@ from Hydra's own ``.hydra/overrides.yaml`` of that job.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from tests.conftest import compose_cfg
 from tests.scale_helpers import TINY, explain, run_vlexp
-from tests.test_scale_wandb import read_wandb_records
+from tests.test_scale_wandb import complete_records
 from vlexp.loggers import WANDB_ID_FILE, build_loggers, finish_wandb, wandb_run_id
 from vlexp.sweep import run_name
 
@@ -26,10 +25,7 @@ def _the_run(job_dir: Path) -> tuple[object, list]:
     """The run record and all records of the one offline wandb run in ``job_dir``."""
     offline = sorted((job_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1, f"{job_dir}: expected one wandb run, found {offline}"
-    (wb_file,) = offline[0].glob("run-*.wandb")
-    records = read_wandb_records(wb_file)
-    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
-    return run, records
+    return _the_run_in(offline[0])
 
 
 def _config(run: object) -> dict[str, object]:
@@ -126,24 +122,9 @@ def test_run_resumed_in_place_continues_its_wandb_run(tmp_path, monkeypatch):
 def _the_run_in(offline_dir: Path) -> tuple[object, list]:
     """Run record and records of one offline part, once wandb has written all of it."""
     (wb_file,) = offline_dir.glob("run-*.wandb")
-    records = _complete_records(wb_file)
+    records = complete_records(wb_file)
     (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     return run, records
-
-
-def _complete_records(wb_file: Path, timeout: float = 60.0) -> list:
-    """Records of ``wb_file`` once its exit record is there.
-
-    ``wandb.finish()`` returns before wandb's writer process has flushed the file, so a
-    test that reads it in the same process waits for the last record.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        records = read_wandb_records(wb_file)
-        if any(r.WhichOneof("record_type") == "exit" for r in records):
-            return records
-        assert time.monotonic() < deadline, f"{wb_file}: no exit record after {timeout} s"
-        time.sleep(0.2)
 
 
 def _global_steps(records: list) -> list[float]:
@@ -184,7 +165,7 @@ def test_a_run_left_open_is_finished_before_the_next_job(tmp_path, monkeypatch):
         assert run.id != leftover.id
         assert run.id == (tmp_path / "job" / WANDB_ID_FILE).read_text().strip()
         (wb_file,) = leftover_dir.glob("run-*.wandb")
-        assert _exit_code(_complete_records(wb_file)) == 0  # the leftover was closed
+        assert _exit_code(complete_records(wb_file)) == 0  # the leftover was closed
     finally:
         finish_wandb()
     assert wandb.run is None

@@ -24,6 +24,7 @@ from vlexp.objectives import OBJECTIVES
 from vlexp.objectives.distributed import gather_features
 
 B, D = 24, 32
+PRECISIONS_LISTED = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 
 
 # ------------------------------------------------------------------ fixtures
@@ -172,6 +173,16 @@ def test_true_precision_casts_towers_but_not_the_objective(teacher_file):
     module.double()  # 64-true: everything in float64, the objective too
     assert {p.dtype for p in module.parameters()} == {torch.float64}
     assert module.objective_dtype == torch.float64
+
+
+def test_validation_accepts_every_precision_and_refuses_float64_on_mps():
+    from vlexp.config import ConfigError, validate_config
+
+    for precision in PRECISIONS_LISTED:
+        validate_config(compose_cfg(["trainer=gpu", f"trainer.precision={precision}"]))
+    cfg = compose_cfg(["trainer=gpu", "trainer.accelerator=mps", "trainer.precision=64-true"])
+    with pytest.raises(ConfigError, match="64-true: Apple MPS has no float64; use 32-true"):
+        validate_config(cfg)
 
 
 # ------------------------------------------------------------------ optimizer

@@ -8,6 +8,7 @@ vlexp's own code.
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,21 @@ def read_wandb_records(path: Path) -> list:
     return records
 
 
+def complete_records(wb_file: Path, timeout: float = 60.0) -> list:
+    """Records of ``wb_file`` once its exit record is there.
+
+    ``wandb.finish()`` returns before wandb's writer process has flushed the file, so a
+    test that reads it in the same process waits for the last record.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_wandb_records(wb_file)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        assert time.monotonic() < deadline, f"{wb_file}: no exit record after {timeout} s"
+        time.sleep(0.2)
+
+
 def _of_kind(records: list, kind: str) -> list:
     return [r for r in records if r.WhichOneof("record_type") == kind]
 
@@ -82,7 +98,7 @@ def test_wandb_offline_run_directory(make_cfg, tmp_path, monkeypatch):
     assert (run / "viz" / "schedules.png").is_file()  # the same plots as files
     assert (run / "viz" / "similarity_step000004.png").is_file()
 
-    records = read_wandb_records(wb_files[0])
+    records = complete_records(wb_files[0])
     (run_rec,) = [r.run for r in _of_kind(records, "run")]
     assert run_rec.project == "vlexp"
     assert run_rec.run_group == "train"  # no sweep, no experiment: the task name
@@ -128,5 +144,5 @@ def test_failed_job_closes_wandb_with_exit_code_1(tmp_path, monkeypatch):
     assert wandb.run is None
     assert "RuntimeError: boom in step 3" in error.read_text()
     (wb_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
-    (exit_rec,) = _of_kind(read_wandb_records(wb_file), "exit")
+    (exit_rec,) = _of_kind(complete_records(wb_file), "exit")
     assert exit_rec.exit.exit_code == 1

@@ -185,6 +185,12 @@ def validate_config(cfg: DictConfig) -> None:
             "contrastive loss (negatives come only from each micro-batch), so vlexp refuses "
             "it; raise data.batch_size or use more devices instead"
         )
+    precision, accelerator = str(_get(cfg, "trainer.precision")), _get(cfg, "trainer.accelerator")
+    if precision == "64-true" and accelerator == "mps":
+        e.append(
+            "  trainer.precision=64-true: Apple MPS has no float64; use 32-true on mps "
+            "(or trainer.accelerator=cpu)"
+        )
     _check_objective_degeneracy(cfg, e)
     if e:
         raise ConfigError("Invalid configuration:\n" + "\n".join(e))
