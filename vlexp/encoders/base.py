@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -62,7 +63,9 @@ class TwoTower(nn.Module):
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         # float32 pixels into a tower cast to bfloat16/float16/float64 (``*-true``)
-        dtype = self.image_proj.weight.dtype
+        params = itertools.chain(self.image_proj.parameters(), self.image_tower.parameters())
+        param = next(params, None)
+        dtype = images.dtype if param is None else param.dtype
         if images.is_floating_point() and images.dtype != dtype:
             images = images.to(dtype)
         z = self.image_proj(self.image_tower(images))
