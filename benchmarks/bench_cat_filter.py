@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from vlexp.filters.cat import CATFilter
-from vlexp.filters.text_spotting import find_tesseract, ocr_words, prepare_for_ocr
+from vlexp.filters.cat.filter import CATFilter
+from vlexp.filters.cat.text_spotting import find_tesseract, ocr_words, prepare_for_ocr
 
 SUBJECTS = ["dog", "man", "woman", "cat", "child", "group of people", "bird", "car", "horse"]
 ADJS = ["small", "brown", "red", "old", "young", "happy", "wooden", "white", "large", "two"]

@@ -6,9 +6,9 @@ collate (default_collate of the image tensors) through a DataLoader at each work
 count, for:
 
 * ``plain-files``   a minimal Dataset opening each exported file with PIL (the baseline)
-* ``vlexp-csv``     :class:`vlexp.data.csv_source.CsvPairs` over the same files
-* ``vlexp-indexed`` :class:`vlexp.data.shard_index.IndexedShardPairs` over the shards
-* ``vlexp-wds``     :class:`vlexp.data.webdataset_source.WebDatasetPairs` over the shards
+* ``vlexp-csv``     :class:`vlexp.data.readers.csv_reader.CsvPairs` over the same files
+* ``vlexp-indexed`` :class:`vlexp.data.shards.index.IndexedShardPairs` over the shards
+* ``vlexp-wds``     :class:`vlexp.data.readers.webdataset_reader.WebDatasetPairs` over the shards
 * ``wds-library``   the webdataset library's own pipeline over the same shards
 
 and prints samples/s (best of ``--repeats`` epochs, worker start-up included) with the
@@ -32,11 +32,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import transforms as T
 
-from vlexp.data.csv_source import CsvPairs
-from vlexp.data.export import export_csv, export_webdataset
-from vlexp.data.memory_source import colour_block_pairs
-from vlexp.data.shard_index import IndexedShardPairs, index_shards
-from vlexp.data.webdataset_source import WebDatasetPairs
+from vlexp.data.readers.csv_reader import CsvPairs
+from vlexp.data.readers.memory import colour_block_pairs
+from vlexp.data.readers.webdataset_reader import WebDatasetPairs
+from vlexp.data.shards.export import export_csv, export_webdataset
+from vlexp.data.shards.index import IndexedShardPairs, index_shards
 
 MEAN, STD = (0.481, 0.458, 0.408), (0.269, 0.261, 0.276)
 

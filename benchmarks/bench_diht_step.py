@@ -33,7 +33,7 @@ import torch
 
 from vlexp.encoders import ENCODERS
 from vlexp.objectives import OBJECTIVES
-from vlexp.objectives.concepts import TargetStore
+from vlexp.objectives.concepts.objective import TargetStore
 from vlexp.objectives.distributed import gather_features
 
 NUM_TRAIN = 20_000

@@ -1,4 +1,4 @@
-"""Throughput of the standalone filter pass (``python -m vlexp.filter``) on exported shards.
+"""Throughput of the standalone filter pass (``python -m vlexp.cli.filter``) on exported shards.
 
 Data: the synthetic benchmark's train split (``build_synthetic`` with
 ``low_complexity_frac`` and ``text_in_image_frac`` > 0 so that every criterion fires),
@@ -36,12 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from vlexp.data.export import export_webdataset
+from vlexp.data.shards.export import export_webdataset
 from vlexp.data.synthetic import build_synthetic
-from vlexp.filter import PassOptions, run_pass
-from vlexp.filter.options import available_cores
-from vlexp.filters.cat import CATFilter
-from vlexp.filters.text_spotting import find_tesseract, prepare_for_ocr
+from vlexp.filters.cat.filter import CATFilter
+from vlexp.filters.cat.text_spotting import find_tesseract, prepare_for_ocr
+from vlexp.filters.filter_pass import PassOptions, run_pass
+from vlexp.filters.filter_pass.options import available_cores
 
 TARGETS = {"complexity+action": 1500.0, "text-spotting": 6.0}  # per core, 2 cores used
 
@@ -93,7 +93,7 @@ def spacy_reference(captions: list[str]) -> float:
 def tesseract_reference(shards: Path, n: int) -> float:
     """images/s of one plain ``tesseract IMG stdout --psm 11`` call per image, one process."""
     from vlexp.data.records import decode_image
-    from vlexp.data.shard_index import IndexedShardPairs, index_shards
+    from vlexp.data.shards.index import IndexedShardPairs, index_shards
 
     pairs = IndexedShardPairs(index_shards(str(shards)))
     binary = find_tesseract()

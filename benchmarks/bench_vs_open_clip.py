@@ -7,7 +7,7 @@
   width 96, 4 layers; causal text transformer width 96, 2 layers; embed 128). open_clip
   builds its ``CLIP`` from it (registered with ``open_clip.add_model_config``); vlexp
   builds ``encoder=open_clip`` from the same dict (same layers and parameter count).
-* Data: the synthetic training pairs exported once with ``vlexp.data.export.export_csv``
+* Data: the synthetic training pairs exported once with ``vlexp.data.shards.export.export_csv``
   (JPEG files + ``pairs.csv``); open_clip reads it with ``--dataset-type csv
   --csv-img-key filepath --csv-caption-key caption``, vlexp with ``CsvPairs`` (the
   benchmark registers a ``bench_csv`` source wrapping it).
@@ -19,7 +19,7 @@
   torch's default).
 * open_clip runs its real CLI entry point in-process: ``open_clip_train.main.main(argv)``
   (offline: no pretrained weights, no reporting). vlexp runs ``VLModule`` /
-  ``VLDataModule`` under the trainer ``vlexp.run.build_trainer`` makes (CSV logger,
+  ``VLDataModule`` under the trainer ``vlexp.cli.train.build_trainer`` makes (CSV logger,
   checkpointing, progress bar).
 
 Each measurement runs in a fresh subprocess; vlexp and open_clip alternate for
@@ -60,7 +60,7 @@ def export_data(out_dir: Path, num_pairs: int, seed: int = 0) -> Path:
     """Synthetic training pairs as JPEG files + CSV; returns the CSV (absolute paths)."""
     import pandas as pd
 
-    from vlexp.data.export import export_csv
+    from vlexp.data.shards.export import export_csv
     from vlexp.data.sources import DATASETS
 
     splits = DATASETS.build(
@@ -138,10 +138,10 @@ def run_vlexp(args: argparse.Namespace, csv: Path, work: Path) -> dict[str, Any]
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from vlexp.data.csv_source import CsvPairs
+    from vlexp.cli.train import build_components, build_trainer
+    from vlexp.data.readers.csv_reader import CsvPairs
     from vlexp.data.sources import DATASETS, DataSplits
     from vlexp.encoders.open_clip_tower import tiny_open_clip_config
-    from vlexp.run import build_components, build_trainer
 
     if "bench_csv" not in DATASETS.names():
 

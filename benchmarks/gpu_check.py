@@ -152,10 +152,10 @@ def _step_marks() -> list[tuple[float, float]]:
 
 
 def timed_run(overrides: list[str], run_dir: Path, skip: int, batch: int) -> dict[str, Any]:
-    """Train with ``vlexp.run.train``; samples/s from the optimizer-step clock, last loss."""
+    """Train with ``vlexp.cli.train.train``; samples/s from the optimizer-step clock, last loss."""
     import torch
 
-    from vlexp.run import train
+    from vlexp.cli.train import train
 
     marks = _step_marks()
     marks.clear()
@@ -194,7 +194,7 @@ def _synthetic_teacher(work: Path) -> Path:
     import torch
 
     from vlexp.data.synthetic import LEAF_CLASSES
-    from vlexp.teachers import SmallCNN, save_synthetic_teacher
+    from vlexp.objectives.concepts.teachers import SmallCNN, save_synthetic_teacher
 
     path = work / "synthetic_teacher.pt"
     if not path.exists():
@@ -334,7 +334,7 @@ def section_ddp(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import lightning as L
     import torch.distributed as dist
 
-    import vlexp.run as run_mod
+    import vlexp.cli.train as run_mod
 
     sz = sizes(args.device, args.quick)
     seen: dict[str, Any] = {}
@@ -392,7 +392,7 @@ def section_teacher(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Forward images/s of the packaged teacher on ready tensors, float32 and bf16 autocast."""
     import torch
 
-    from vlexp.teachers import build_teacher
+    from vlexp.objectives.concepts.teachers import build_teacher
 
     sz = sizes(args.device, args.quick)
     teacher = build_teacher(input_size=sz["teacher_size"]).to(args.device)

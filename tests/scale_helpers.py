@@ -28,7 +28,7 @@ def run_vlexp(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Comp
         PYTHONPATH=str(REPO),
     )
     return subprocess.run(
-        [sys.executable, "-m", "vlexp.run", *args],
+        [sys.executable, "-m", "vlexp.cli.train", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

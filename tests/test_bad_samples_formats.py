@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vlexp.data.csv_source import CsvPairs
-from vlexp.data.export import export_webdataset
-from vlexp.data.memory_source import colour_block_pairs
-from vlexp.data.shard_index import index_shards
-from vlexp.data.webdataset_source import WebDatasetPairs
+from vlexp.data.readers.csv_reader import CsvPairs
+from vlexp.data.readers.memory import colour_block_pairs
+from vlexp.data.readers.webdataset_reader import WebDatasetPairs
+from vlexp.data.shards.export import export_webdataset
+from vlexp.data.shards.index import index_shards
 
 LATIN1 = "caf\xe9 au lait".encode("latin-1")  # b"caf\xe9 ...": not UTF-8
 

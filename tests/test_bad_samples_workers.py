@@ -14,9 +14,9 @@ from PIL import Image
 
 from tests.conftest import compose_cfg
 from vlexp.data.bad_samples import _STRIDE, TooManyBadSamples
-from vlexp.data.export import export_webdataset
-from vlexp.data.memory_source import colour_block_pairs
-from vlexp.datamodule import VLDataModule
+from vlexp.data.readers.memory import colour_block_pairs
+from vlexp.data.shards.export import export_webdataset
+from vlexp.train.datamodule import VLDataModule
 
 WORKERS = [0, 1, 2, 4]
 
@@ -234,7 +234,7 @@ def test_stream_counts_are_the_same_for_any_number_of_workers(cut_shards, tmp_pa
 def test_training_run_reports_and_enforces_worker_counts(table600, tmp_path):
     import json
 
-    from vlexp.run import train
+    from vlexp.cli.train import train
 
     base = [
         "debug=tiny_run",

@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("spacy", reason="spaCy is needed for the CAT action criterion")
 
-from vlexp.filters.action import action_verbs, have_actions  # noqa: E402
-from vlexp.filters.cat import load_spacy  # noqa: E402
+from vlexp.filters.cat.action import action_verbs, have_actions  # noqa: E402
+from vlexp.filters.cat.filter import load_spacy  # noqa: E402
 
 
 @pytest.fixture(scope="module")

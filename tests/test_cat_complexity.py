@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("spacy", reason="spaCy is needed for the CAT complexity criterion")
 
-from vlexp.filters.cat import load_spacy  # noqa: E402
-from vlexp.filters.complexity import caption_complexity, caption_graph  # noqa: E402
+from vlexp.filters.cat.complexity import caption_complexity, caption_graph  # noqa: E402
+from vlexp.filters.cat.filter import load_spacy  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def nlp():
     return load_spacy()
 
 
-# Expected values worked out by hand from the rules in vlexp/filters/complexity.py:
+# Expected values worked out by hand from the rules in vlexp/filters/cat/complexity.py:
 # attribute -> 1 edge on its object; a relation node has one edge per object it links.
 CASES = [
     ("a dog", 0),

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("spacy", reason="spaCy is needed for the CAT filter")
 
 from vlexp.data.synthetic import build_synthetic  # noqa: E402
-from vlexp.filters.cat import CATFilter  # noqa: E402
+from vlexp.filters.cat.filter import CATFilter  # noqa: E402
 
 HAND_WRITTEN = [
     "a dog chasing a ball",

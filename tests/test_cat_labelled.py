@@ -1,6 +1,6 @@
 """Each CAT criterion drops exactly the captions / images labelled by hand as failing it.
 
-Labels were written from the definitions (vlexp/filters/complexity.py, action.py,
+Labels were written from the definitions (vlexp/filters/cat/complexity.py, action.py,
 text_spotting.py), not from the filter's output: "complex" means some object of the
 scene has two links (attributes or relations) or two scene objects are related; a
 picture noun framing its content ("a photo of ...") is no object of the scene.
@@ -120,7 +120,7 @@ def test_all_caption_criteria_report_the_first_failure():
 def test_docs_table_is_the_commands_output():
     from pathlib import Path
 
-    from vlexp.filters.cat_examples import EXAMPLE_CAPTIONS, markdown_table
+    from vlexp.filters.cat.examples import EXAMPLE_CAPTIONS, markdown_table
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "FILTER_PASS.md").read_text()
     table = doc.split("<!-- cat-examples:begin -->")[1].split("<!-- cat-examples:end -->")[0]

@@ -7,7 +7,7 @@ import shutil
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from vlexp.filters.text_spotting import (
+from vlexp.filters.cat.text_spotting import (
     TesseractNotFoundError,
     _parse_tsv,
     content_words,

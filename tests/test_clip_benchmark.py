@@ -18,21 +18,16 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
 from tests.conftest import compose_cfg
+from vlexp.cli.clip_benchmark import load_checkpoint, main, register
 from vlexp.data.pipeline import ImageCollator
 from vlexp.data.synthetic import build_synthetic
 from vlexp.encoders import ENCODERS
-from vlexp.eval.clip_benchmark import (
-    ensure_compat,
-    load_checkpoint,
-    main,
-    register,
-    resolve_checkpoint,
-    wrap,
-)
-from vlexp.eval.datasets import flickr30k_set, imagenet_folder_set
-from vlexp.eval.zeroshot import class_embeddings
-from vlexp.module import VLModule
+from vlexp.eval.clip_benchmark import ensure_compat, wrap
+from vlexp.eval.extra_sets import flickr30k_set, imagenet_folder_set
+from vlexp.eval.metrics.zeroshot import class_embeddings
 from vlexp.objectives.base import Objective
+from vlexp.train.checkpoints import resolve_checkpoint
+from vlexp.train.module import VLModule
 
 N_IMAGES, SIZE = 20, 32
 TEMPLATES = ["a {}", "a picture of a {}", "a drawing with a {}"]

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from tests.conftest import compose_cfg
 from vlexp.objectives import OBJECTIVES
 from vlexp.objectives.composite import CompositeObjective
-from vlexp.objectives.concepts import ConceptDistillation
+from vlexp.objectives.concepts.objective import ConceptDistillation
 from vlexp.objectives.distributed import gather_features
 from vlexp.objectives.hnnce import HNNCEObjective
 

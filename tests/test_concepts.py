@@ -6,16 +6,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import vlexp.objectives.concepts as concepts_mod
 from vlexp.objectives import OBJECTIVES
-from vlexp.objectives.concepts import (
-    TargetStore,
-    distillation_loss,
-    load_or_compute_targets,
-    teacher_targets,
-)
+from vlexp.objectives.concepts.objective import distillation_loss, teacher_targets
+from vlexp.objectives.concepts.targets import TargetStore, load_or_compute_targets
+from vlexp.objectives.concepts.teachers import SmallCNN, build_teacher, save_synthetic_teacher
 from vlexp.objectives.distributed import gather_features
-from vlexp.teachers import SmallCNN, build_teacher, save_synthetic_teacher
 
 NUM_CONCEPTS = 5
 
@@ -123,10 +118,10 @@ def test_cache_written_once_then_loaded(teacher_file, tmp_path, monkeypatch):
     def fail(*a, **k):
         raise AssertionError("teacher run although the cache exists")
 
-    monkeypatch.setattr(concepts_mod, "compute_teacher_logits", fail)
+    monkeypatch.setattr(teacher, "logits", fail)
     again, path2 = load_or_compute_targets(teacher, data, tmp_path / "cache", progress=False)
     assert path2 == path
-    np.testing.assert_array_equal(np.asarray(again.logits), np.asarray(store.logits))
+    np.testing.assert_array_equal(np.asarray(again.store.logits), np.asarray(store.store.logits))
     # another dataset (other captions) or other preprocessing is another cache entry
     with pytest.raises(AssertionError, match="teacher run"):
         load_or_compute_targets(teacher, _Pairs(10, seed=1), tmp_path / "cache", progress=False)

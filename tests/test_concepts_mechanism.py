@@ -62,7 +62,7 @@ def distilled(tmp_path_factory):
     obj = OBJECTIVES.build({"name": "concepts", "loss": "kl", "progress": False}, embed_dim=16)
     obj.setup(data, cache_dir=str(tmp_path_factory.mktemp("cache")))
     index = torch.arange(len(data))
-    from vlexp.objectives.concepts import teacher_targets
+    from vlexp.objectives.concepts.objective import teacher_targets
 
     targets = teacher_targets(obj.teacher_logits({"index": index}, torch.device("cpu")), False)
     return data, obj, targets

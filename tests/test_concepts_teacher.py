@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vlexp.teachers import build_teacher, load_positional
+from vlexp.objectives.concepts.teachers import build_teacher, load_positional
 
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian Mau
 CUP_CLASSES = {504, 967, 968}  # coffee mug, espresso, cup
@@ -96,7 +96,7 @@ def test_synthetic_teacher_needs_weights(tmp_path):
 
 def test_train_synthetic_teacher_roundtrip(tmp_path):
     from vlexp.data.synthetic import LEAF_CLASSES
-    from vlexp.teachers import main
+    from vlexp.cli.teacher import main
 
     out = tmp_path / "teacher.pt"
     argv = [

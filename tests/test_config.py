@@ -68,7 +68,7 @@ def test_objectives_instantiate(option, tmp_path):
         import torch
 
         from vlexp.data.synthetic import LEAF_CLASSES
-        from vlexp.teachers import SmallCNN, save_synthetic_teacher
+        from vlexp.objectives.concepts.teachers import SmallCNN, save_synthetic_teacher
 
         torch.manual_seed(0)
         teacher = tmp_path / "synthetic.pt"

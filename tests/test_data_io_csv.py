@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from vlexp.data.bad_samples import TooManyBadSamples
-from vlexp.data.csv_source import CsvPairs
-from vlexp.data.export import export_csv
-from vlexp.data.memory_source import InMemoryPairs, colour_block_pairs
+from vlexp.data.readers.csv_reader import CsvPairs
+from vlexp.data.readers.memory import InMemoryPairs, colour_block_pairs
+from vlexp.data.shards.export import export_csv
 from vlexp.data.types import PairSource
 
 N = 20

@@ -12,8 +12,8 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from vlexp.data.export import export_csv, export_webdataset
-from vlexp.data.memory_source import InMemoryPairs, colour_block_pairs
+from vlexp.data.readers.memory import InMemoryPairs, colour_block_pairs
+from vlexp.data.shards.export import export_csv, export_webdataset
 
 
 @pytest.fixture(scope="module")

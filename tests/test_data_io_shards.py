@@ -9,7 +9,7 @@ import tarfile
 import braceexpand
 import pytest
 
-from vlexp.data.shards import (
+from vlexp.data.shards.listing import (
     brace_expand,
     expand_urls,
     list_shards,
@@ -18,7 +18,7 @@ from vlexp.data.shards import (
     read_sizes,
     split_by_node_and_worker,
 )
-from vlexp.data.tario import TarCorrupt, TarTruncated, split_name, tar_members, tar_samples
+from vlexp.data.shards.tario import TarCorrupt, TarTruncated, split_name, tar_members, tar_samples
 
 PATTERNS = [
     "/data/{00000..00012}.tar",

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from vlexp.data.bad_samples import TooManyBadSamples
-from vlexp.data.export import export_webdataset
-from vlexp.data.memory_source import InMemoryPairs, colour_block_pairs
-from vlexp.data.shard_index import IndexedShardPairs, ShardIndex, index_shards
+from vlexp.data.readers.memory import InMemoryPairs, colour_block_pairs
+from vlexp.data.readers.webdataset_reader import WebDatasetPairs
+from vlexp.data.shards.export import export_webdataset
+from vlexp.data.shards.index import IndexedShardPairs, ShardIndex, index_shards
 from vlexp.data.types import PairSource
-from vlexp.data.webdataset_source import WebDatasetPairs
 
 N = 23
 SHARD = 4  # -> 6 shards, the last with 3 samples

@@ -24,10 +24,10 @@ from experiments.diht_ablation.ablation import (
     row_overrides,
 )
 from tests.conftest import compose_cfg
-from vlexp.filters.cat import DEFAULT_SPACY_MODEL
-from vlexp.objectives.concepts import ConceptDistillation
-from vlexp.run import train
-from vlexp.teachers import SmallCNN, save_synthetic_teacher
+from vlexp.cli.train import train
+from vlexp.filters.cat.filter import DEFAULT_SPACY_MODEL
+from vlexp.objectives.concepts.objective import ConceptDistillation
+from vlexp.objectives.concepts.teachers import SmallCNN, save_synthetic_teacher
 
 
 def _cat_available() -> bool:

@@ -222,7 +222,38 @@ def test_non_local_text_model_fails_fast_without_network(assets, no_network, mon
     msg = str(err.value)
     assert "`encoder.text.model=bert-base-uncased-not-cached-xyz` is not a local folder" in msg
     assert "never downloads" in msg and "save_pretrained" in msg
-    assert "encoder.text.model=/path/to/dir" in msg
+    assert "encoder.text.model=/path/to/dir" in msg and "\n" not in msg
+    assert no_network == []
+
+
+def test_names_with_local_weights_folders(assets, tmp_path, no_network, caplog):
+    """`text.model=<name> text.weights=<folder>` and an image weights folder (hub snapshot layout)."""
+    import logging
+
+    from safetensors.torch import load_file, save_file
+
+    snap = tmp_path / "resnet18_snapshot"
+    snap.mkdir()
+    saved = torch.load(assets / "resnet18.pth", weights_only=True)
+    save_file({k: v.contiguous() for k, v in saved.items()}, str(snap / "model.safetensors"))
+    with caplog.at_level(logging.INFO, logger="vlexp"):
+        model = _build(
+            assets,
+            {"model": "resnet18", "weights": str(snap), "freeze": "none"},
+            text={"model": "bert-base-uncased", "weights": str(assets / "bert")},
+        )
+    assert f"encoder.text.model=bert-base-uncased loaded from {assets / 'bert'}" in caplog.text
+    ours = model.image_tower.model.state_dict()
+    for key, value in load_file(str(snap / "model.safetensors")).items():
+        if not key.startswith("fc."):  # the classifier is dropped (pooled features)
+            torch.testing.assert_close(ours[key], value)
+    bert = load_file(str(assets / "bert" / "model.safetensors"))
+    key = "embeddings.word_embeddings.weight"
+    torch.testing.assert_close(model.text_tower.model.state_dict()[key], bert[key])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="the folder holds none of"):
+        _build(assets, {"model": "resnet18", "weights": str(empty)})
     assert no_network == []
 
 
@@ -232,12 +263,12 @@ def test_non_local_text_model_fails_fast_without_network(assets, no_network, mon
         (
             {"model": "resnet18", "weights": None},
             ValueError,
-            "(?s)weights is not set.*never downloads",
+            "weights is not set. vlexp never downloads",
         ),
         (
             {"model": "resnet18", "weights": "/nonexistent/r18.pth"},
             FileNotFoundError,
-            r"(?s)not a local file.*torch.save\(timm.create_model\('resnet18', pretrained=True\)",
+            r"not a local file.*torch.save\(timm.create_model\('resnet18', pretrained=True\)",
         ),
         (
             {"model": "resnett18", "weights": "random"},
@@ -277,8 +308,9 @@ def test_non_local_text_model_fails_fast_without_network(assets, no_network, mon
     ],
 )
 def test_image_config_errors(assets, no_network, image, exc, match):
-    with pytest.raises(exc, match=match):
+    with pytest.raises(exc, match=match) as err:
         _build(assets, image)
+    assert "\n" not in str(err.value)  # one line saying what to set
     assert no_network == []
 
 

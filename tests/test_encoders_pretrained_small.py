@@ -146,8 +146,8 @@ def test_lightning_fit_trains_only_the_unfrozen_parts(tmp_path):
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from vlexp.module import VLModule
     from vlexp.objectives import OBJECTIVES
+    from vlexp.train.module import VLModule
 
     torch.manual_seed(0)
     model = ENCODERS.build(

@@ -14,8 +14,7 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 
 from tests.conftest import compose_cfg
-from vlexp.datamodule import VLDataModule
-from vlexp.eval.datasets import (
+from vlexp.eval.extra_sets import (
     EvalDataError,
     build_extra_eval_sets,
     coco_set,
@@ -23,6 +22,7 @@ from vlexp.eval.datasets import (
     imagenet_folder_set,
     load_templates,
 )
+from vlexp.train.datamodule import VLDataModule
 
 
 def _image(path: Path, colour: tuple[int, int, int]) -> None:
@@ -234,17 +234,17 @@ def test_missing_eval_path_fails_at_setup(tmp_path):
 
 @pytest.mark.slow
 def test_train_with_extra_sets(folder, tmp_path, monkeypatch):
-    """Through vlexp.run.train: a wrong path stops the run before fitting; a right one adds
+    """Through vlexp.cli.train.train: a wrong path stops the run before fitting; a right one adds
     test/<set>/... metrics."""
-    import vlexp.run
-    from vlexp.run import train
+    import vlexp.cli.train
+    from vlexp.cli.train import train
 
     class Wired(VLDataModule):  # passes eval.extra_sets whether or not run.py does already
         def __init__(self, *args, **kwargs):
             kwargs.setdefault("extra_eval_sets", self.extra)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(vlexp.run, "VLDataModule", Wired)
+    monkeypatch.setattr(vlexp.cli.train, "VLDataModule", Wired)
     base = [
         "debug=tiny_run",
         "eval=imagenet_folder",

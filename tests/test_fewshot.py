@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vlexp.cli.fewshot import main as fewshot_main
 from vlexp.eval.fewshot import (
     Probe,
     fewshot_scores,
@@ -17,8 +18,7 @@ from vlexp.eval.fewshot import (
     zeroshot_init_probe_kshot,
     zeroshot_weights,
 )
-from vlexp.eval.fewshot import main as fewshot_main
-from vlexp.eval.zeroshot import zeroshot_accuracy
+from vlexp.eval.metrics.zeroshot import zeroshot_accuracy
 
 C, D = 8, 32
 

@@ -23,10 +23,10 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from vlexp.data.csv_source import CsvPairs
-from vlexp.data.tario import tar_members
-from vlexp.data.webdataset_source import WebDatasetPairs
-from vlexp.filter import (
+from vlexp.data.readers.csv_reader import CsvPairs
+from vlexp.data.readers.webdataset_reader import WebDatasetPairs
+from vlexp.data.shards.tario import tar_members
+from vlexp.filters.filter_pass import (
     FilterPassError,
     IncompletePass,
     PassOptions,
@@ -34,7 +34,7 @@ from vlexp.filter import (
     run_pass,
     without_timing,
 )
-from vlexp.filter import shard_unit as shard_unit_module
+from vlexp.filters.filter_pass import shard_unit as shard_unit_module
 
 needs_tesseract = pytest.mark.skipif(
     shutil.which("tesseract") is None,

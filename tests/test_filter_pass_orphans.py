@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent(
             return np.ones(len(captions), dtype=bool), [None] * len(captions)
 
     if __name__ == "__main__":
-        from vlexp.filter import PassOptions, run_pass
+        from vlexp.filters.filter_pass import PassOptions, run_pass
 
         run_pass(PassOptions(input=sys.argv[1], output_dir=sys.argv[2], workers=2,
                              filter={"name": "stuck_for_test"}, progress=False))

@@ -26,7 +26,7 @@ from tests.test_filter_pass import (
     render,
     write_shard,
 )
-from vlexp.filter import run_pass, without_timing
+from vlexp.filters.filter_pass import run_pass, without_timing
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _cli(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
     env = {**os.environ, "HYDRA_FULL_ERROR": "1", "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
-        [sys.executable, "-m", "vlexp.filter", *args],
+        [sys.executable, "-m", "vlexp.cli.filter", *args],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw,
     )  # fmt: skip
 

@@ -11,10 +11,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from vlexp.filter.cli import CONF_DIR, options_from_config
-from vlexp.filter.options import PassOptions
-from vlexp.filter.report import UnitReport, merge_reports, to_markdown, without_timing
-from vlexp.filter.units import (
+from vlexp.cli.filter import CONF_DIR, options_from_config
+from vlexp.filters.filter_pass.options import PassOptions
+from vlexp.filters.filter_pass.report import UnitReport, merge_reports, to_markdown, without_timing
+from vlexp.filters.filter_pass.units import (
     Unit,
     check_output_dir,
     guess_kind,
@@ -154,7 +154,7 @@ def test_cli_explains_a_missing_pass_and_a_missing_input(tmp_path):
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "vlexp.filter", *args, f"hydra.run.dir={tmp_path / 'logs'}"],
+            [sys.executable, "-m", "vlexp.cli.filter", *args, f"hydra.run.dir={tmp_path / 'logs'}"],
             cwd=repo, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
 

@@ -4,9 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from vlexp.eval.finegrained import finegrained_chance, finegrained_scores, flatten_distractors
-from vlexp.eval.sets import EvalSet
-from vlexp.report import chance_levels, metrics_rows
+from vlexp.data.eval_set import EvalSet
+from vlexp.eval.metrics.finegrained import (
+    finegrained_chance,
+    finegrained_scores,
+    flatten_distractors,
+)
+from vlexp.train.report import chance_levels, metrics_rows
 
 
 def _unit(*xs):
@@ -134,7 +138,7 @@ def test_eval_set_checks_and_chance_row():
 
 def test_module_evaluate_set_maps_true_captions_by_caption_image():
     """VLModule.evaluate_set: caption j belongs to image caption_image[j], not image j."""
-    from vlexp.module import VLModule
+    from vlexp.train.module import VLModule
 
     emb = {  # image 0 = e0, image 1 = e1
         "true a": [1.0, 0.0],

@@ -2,8 +2,8 @@
 
 import pytest
 
+from vlexp.data.sources.synthetic import synthetic_splits
 from vlexp.data.synthetic import counterfactual_candidates, detailed_caption
-from vlexp.data.synthetic_source import synthetic_splits
 
 SIZES = {"num_train": 8, "num_val": 4, "num_test": 24, "num_test_compositional": 4}
 

@@ -20,7 +20,7 @@ def _features(b: int = 12, d: int = 16, seed: int = 0):
 
 
 def _loop_direction(s: list[list[float]], alpha: float, beta: float) -> float:
-    """The METHODS.md formula for one direction, one scalar at a time (rows = queries)."""
+    """The HN-NCE formula (one direction) written out, one scalar at a time (rows = queries)."""
     b = len(s)
     total = 0.0
     for i in range(b):

@@ -17,8 +17,8 @@ from hydra.core.hydra_config import HydraConfig
 from tests.conftest import compose_cfg
 from tests.scale_helpers import TINY, explain, run_vlexp
 from tests.test_scale_wandb import complete_records
-from vlexp.loggers import WANDB_ID_FILE, build_loggers, finish_wandb, wandb_run_id
-from vlexp.sweep import run_name
+from vlexp.train.loggers import WANDB_ID_FILE, build_loggers, finish_wandb, wandb_run_id
+from vlexp.train.sweep import run_name
 
 
 def _the_run(job_dir: Path) -> tuple[object, list]:
@@ -96,7 +96,7 @@ def test_optuna_study_opens_one_wandb_run_per_trial(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_run_resumed_in_place_continues_its_wandb_run(tmp_path, monkeypatch):
-    from vlexp.run import train
+    from vlexp.cli.train import train
 
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_home"))
     common = [*TINY, "logger=wandb", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1"]

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 
 from tests.conftest import compose_cfg
 from vlexp.encoders import ENCODERS
-from vlexp.module import VLModule
 from vlexp.objectives import OBJECTIVES
 from vlexp.objectives.distributed import gather_features
+from vlexp.train.module import VLModule
 
 B, D = 24, 32
 PRECISIONS_LISTED = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
@@ -32,7 +32,7 @@ PRECISIONS_LISTED = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true"
 def teacher_file(tmp_path_factory) -> str:
     """An untrained synthetic concept teacher (weights saved the way vlexp loads them)."""
     from vlexp.data.synthetic import LEAF_CLASSES
-    from vlexp.teachers import SmallCNN, save_synthetic_teacher
+    from vlexp.objectives.concepts.teachers import SmallCNN, save_synthetic_teacher
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("teacher") / "synthetic.pt"
@@ -202,7 +202,7 @@ def _module_with_trainer(precision: str, scaler=None, clip: float | None = 1.0) 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"])
 def test_auto_optimizer_is_fused_at_every_precision(precision, caplog):
     module = _module_with_trainer(precision)
-    with caplog.at_level("INFO", logger="vlexp.module"):
+    with caplog.at_level("INFO", logger="vlexp.train.module"):
         opt = module.configure_optimizers()["optimizer"]
     assert opt.defaults["fused"] is True
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("optimizer:")]
@@ -333,7 +333,7 @@ def _check_run(run: Path, steps: int) -> dict:
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_every_precision_trains_evaluates_and_resumes(precision, teacher_file, tmp_path):
     """Every objective (one composite), the TOnICS sampler, eval, pictures and a resume."""
-    from vlexp.run import train
+    from vlexp.cli.train import train
 
     run = tmp_path / "run"
     extra = [f"trainer.precision={precision}", *_every_objective(teacher_file)]
@@ -356,7 +356,7 @@ def test_every_precision_trains_evaluates_and_resumes(precision, teacher_file, t
 @pytest.mark.parametrize("preset", ["gpu", "ddp", "multinode"])
 def test_gpu_presets_train_on_cpu(preset, teacher_file, tmp_path):
     """Each GPU preset as shipped (its precision, clipping, optimizer) on one CPU process."""
-    from vlexp.run import train
+    from vlexp.cli.train import train
 
     cfg = compose_cfg(
         _small(tmp_path / "run", 2, tmp_path / "cache")

@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from tests.conftest import CONF_DIR, compose_cfg
 from vlexp.config import ConfigError, validate_config
 from vlexp.data.sources import DATASETS
-from vlexp.progress import EpochProgressBar, epoch_batches, last_epoch
-from vlexp.report import run_title
+from vlexp.train.progress import EpochProgressBar, epoch_batches, last_epoch
+from vlexp.train.report import run_title
 
 # ---- debug presets choose a logger only when the command line did not
 

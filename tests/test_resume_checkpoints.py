@@ -16,17 +16,17 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import vlexp.callbacks as callbacks_mod
-from vlexp.callbacks import (
+import vlexp.train.callbacks as callbacks_mod
+from vlexp.io import UnreadableFileError
+from vlexp.train.callbacks import (
     PARTIAL_PREFIX,
     PARTIAL_SUFFIX,
     AtomicCheckpointIO,
     LastCheckpoint,
     remove_partial_checkpoints,
 )
-from vlexp.io import UnreadableFileError
-from vlexp.loggers import HistoryCSVLogger
-from vlexp.slurm import find_resume_point, log_resume_point
+from vlexp.train.loggers import HistoryCSVLogger
+from vlexp.train.slurm import find_resume_point, log_resume_point
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_failed_write_keeps_the_previous_checkpoint_and_no_temp_file(tmp_path, m
 KILLED_WRITER = textwrap.dedent(
     """
     import sys, torch
-    from vlexp.callbacks import AtomicCheckpointIO
+    from vlexp.train.callbacks import AtomicCheckpointIO
 
     io, big = AtomicCheckpointIO(), torch.ones(16 * 2**20)  # 64 MB per write
     for step in range(10_000):

@@ -2,8 +2,8 @@
 
 import torch
 
-from vlexp.eval.retrieval import retrieval_chance, retrieval_recall
-from vlexp.eval.zeroshot import zeroshot_accuracy
+from vlexp.eval.metrics.retrieval import retrieval_chance, retrieval_recall
+from vlexp.eval.metrics.zeroshot import zeroshot_accuracy
 
 
 def _onehots(idx, d):

@@ -99,23 +99,25 @@ def test_truncated_and_missing_files_name_the_file(tmp_path):
 
 
 def test_fewshot_probe_refuses_the_checkpoint(evil):
-    from vlexp.eval import fewshot
+    from vlexp.cli import fewshot
+    from vlexp.train import checkpoints
 
-    _refused(evil, evil.ckpt, fewshot.load_module_and_data, str(evil.ckpt))
+    _refused(evil, evil.ckpt, checkpoints.load_module_and_data, str(evil.ckpt))
     _refused(evil, evil.ckpt, fewshot.main, [f"ckpt={evil.ckpt}"])
 
 
 def test_clip_benchmark_refuses_the_checkpoint(evil):
-    from vlexp.eval import clip_benchmark
+    from vlexp.cli import clip_benchmark
+    from vlexp.train.checkpoints import load_two_tower
 
-    _refused(evil, evil.ckpt, clip_benchmark.load_two_tower, evil.run)
+    _refused(evil, evil.ckpt, load_two_tower, evil.run)
     _refused(evil, evil.ckpt, clip_benchmark.load_checkpoint, "vlexp", str(evil.ckpt))
 
 
 @pytest.mark.parametrize("name", ["synthetic", "efficientnet_lite0", "resnet18"])
 def test_teachers_refuse_the_weights(evil, name):
     from vlexp.objectives import OBJECTIVES
-    from vlexp.teachers import build_teacher
+    from vlexp.objectives.concepts.teachers import build_teacher
 
     path = evil.ckpt if name == "synthetic" else evil.weights
     _refused(evil, path, build_teacher, name, weights=str(path))
@@ -130,7 +132,7 @@ def test_encoder_weights_are_refused(evil):
 
 
 def test_training_refuses_to_resume_from_it(evil, tmp_path):
-    import vlexp.run as run_mod
+    import vlexp.cli.train as run_mod
 
     cfg = compose_cfg(["debug=tiny_run", f"resume={evil.ckpt}"], output_dir=tmp_path / "out")
     _refused(evil, evil.ckpt, run_mod.train, cfg)
@@ -143,7 +145,7 @@ def test_training_refuses_to_resume_from_it(evil, tmp_path):
 @pytest.mark.slow
 def test_vlexp_checkpoints_load_safely_and_resume(tmp_path):
     """A real checkpoint holds only tensors and plain values, and resume=auto uses it."""
-    from vlexp.run import train
+    from vlexp.cli.train import train
 
     common = ["debug=tiny_run", "test_after_fit=false", "trainer.val_check_interval=2"]
     train(compose_cfg([*common, "trainer.max_steps=2"], output_dir=tmp_path))

@@ -22,16 +22,16 @@ from torch import nn
 
 from experiments.collect import collect, to_markdown
 from tests.conftest import CONF_DIR, compose_cfg
+from vlexp.cli.train import run_guarded
 from vlexp.config import ConfigError, validate_config
 from vlexp.encoders import ENCODERS
 from vlexp.encoders.base import TwoTower
-from vlexp.model_opts import apply_model_opts, compile_towers, enable_grad_checkpointing
 from vlexp.objectives.clip import ClipObjective
 from vlexp.objectives.distributed import gather_features
-from vlexp.run import run_guarded
-from vlexp.slurm import env_rank, latest_checkpoint, resume_checkpoint
-from vlexp.sweep import run_group
-from vlexp.viz import (
+from vlexp.train.model_opts import apply_model_opts, compile_towers, enable_grad_checkpointing
+from vlexp.train.slurm import env_rank, latest_checkpoint, resume_checkpoint
+from vlexp.train.sweep import run_group
+from vlexp.train.viz import (
     Retrieved,
     retrieval_examples,
     schedule_columns,

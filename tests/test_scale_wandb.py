@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from vlexp.run import train
-from vlexp.sweep import record_failure
+from vlexp.cli.train import train
+from vlexp.train.sweep import record_failure
 
 TINY = [
     "debug=tiny_run", "logger=wandb", "data.source.num_train=128", "data.source.num_val=32",

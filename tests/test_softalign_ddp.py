@@ -7,14 +7,11 @@ teacher (its embeddings computed from each rank's batch and gathered).
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
+
+from tests.ddp_harness import assert_same, ddp_loss_and_grads, rank_slice
 
 B_LOCAL, D_IN = 6, 10
 TINY = {
@@ -98,43 +95,16 @@ def _loss_and_grads(obj, x_img, x_txt, batch, dim: int):
     return out.loss.detach(), grads
 
 
-def _worker(rank: int, port: int, key: str, queue) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+def _rank_loss(rank: int, key: str):
     x_img, x_txt, batch = _inputs()
-    sl = slice(rank * B_LOCAL, (rank + 1) * B_LOCAL)
+    sl = rank_slice(rank, B_LOCAL)
     local_batch = {k: v[sl] for k, v in batch.items()}
-    loss, grads = _loss_and_grads(_objective(key), x_img[sl], x_txt[sl], local_batch, 16)
-    for g in grads:  # what DDP does with parameter gradients: average over ranks
-        dist.all_reduce(g)
-        g /= 2
-    dist.all_reduce(loss)
-    if rank == 0:  # numpy: pickled by value, not shared through this process's memory
-        queue.put(((loss / 2).numpy(), [g.numpy() for g in grads]))
-    dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return _loss_and_grads(_objective(key), x_img[sl], x_txt[sl], local_batch, 16)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", sorted(CONFIGS))
 def test_softalign_two_process_matches_single_process(key: str) -> None:
-    ctx = mp.get_context("spawn")
-    queue = ctx.SimpleQueue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, port, key, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    ddp_loss, ddp_grads = queue.get()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
+    ddp = ddp_loss_and_grads(_rank_loss, key)
     x_img, x_txt, batch = _inputs()
-    loss, grads = _loss_and_grads(_objective(key), x_img, x_txt, batch, 16)
-    torch.testing.assert_close(torch.from_numpy(ddp_loss), loss, rtol=1e-5, atol=1e-5)
-    for a, b in zip(ddp_grads, grads):
-        torch.testing.assert_close(torch.from_numpy(a), b, rtol=1e-5, atol=1e-5)
+    assert_same(ddp, _loss_and_grads(_objective(key), x_img, x_txt, batch, 16))

@@ -8,9 +8,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vlexp.encoders import ENCODERS
-from vlexp.module import VLModule
 from vlexp.objectives import OBJECTIVES
 from vlexp.objectives.distributed import gather_features
+from vlexp.train.module import VLModule
 
 TINY = {
     "name": "tiny",

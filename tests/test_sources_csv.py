@@ -14,10 +14,10 @@ from omegaconf import OmegaConf
 
 from tests.conftest import compose_cfg
 from vlexp.data.bad_samples import CollateReadLogs
-from vlexp.data.export import export_csv
+from vlexp.data.shards.export import export_csv
 from vlexp.data.sources import DATASETS
 from vlexp.data.synthetic import build_synthetic
-from vlexp.datamodule import VLDataModule
+from vlexp.train.datamodule import VLDataModule
 
 JPEG_TOL = 8.0  # mean absolute pixel difference after a JPEG round trip (q=95, 4:4:4)
 
@@ -180,7 +180,7 @@ def test_bad_rows_are_skipped_counted_and_reported(exported, tmp_path):
 
 @pytest.mark.slow
 def test_tiny_run_on_csv_completes(exported, tmp_path):
-    from vlexp.run import train
+    from vlexp.cli.train import train
 
     cfg = compose_cfg(
         [

@@ -1,4 +1,4 @@
-"""`python -m vlexp.data.export`: any configured source exported per split; the printed
+"""`python -m vlexp.cli.export`: any configured source exported per split; the printed
 training command reads the export back as the same pairs."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_cfg
-from vlexp.data.export_cli import main
+from vlexp.cli.export import main
 from vlexp.data.sources import DATASETS
 from vlexp.data.synthetic import build_synthetic
 
@@ -67,7 +67,7 @@ def test_export_refuses_to_overwrite_and_module_entry_point(tmp_path):
     assert not (tmp_path / "train").exists()
     root = Path(__file__).resolve().parents[1]
     res = subprocess.run(
-        [sys.executable, "-m", "vlexp.data.export", "--help"],
+        [sys.executable, "-m", "vlexp.cli.export", "--help"],
         cwd=root,
         capture_output=True,
         text=True,

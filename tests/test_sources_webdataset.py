@@ -15,12 +15,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_cfg
-from vlexp.data.export import export_webdataset
-from vlexp.data.file_sources import StreamingPairs
+from vlexp.data.readers.webdataset_reader import StreamingPairs
+from vlexp.data.shards.export import export_webdataset
 from vlexp.data.sources import DATASETS
 from vlexp.data.synthetic import build_synthetic
 from vlexp.data.types import Subset
-from vlexp.datamodule import VLDataModule
+from vlexp.train.datamodule import VLDataModule
 
 N_TRAIN, SHARD = 44, 8  # 6 shards, the last with 4 pairs
 
@@ -197,7 +197,7 @@ def _fake_tokenize(texts):
 def test_streaming_rejects_planned_samplers_and_filters(shards, tmp_path):
     with pytest.raises(ValueError, match="sampler=tonics.*only sampler=random.*data=wds_indexed"):
         _datamodule(_cfg("webdataset", shards, tmp_path, ["sampler=tonics"])).setup("fit")
-    with pytest.raises(ValueError, match="filter=cat.*python -m vlexp.filter"):
+    with pytest.raises(ValueError, match="filter=cat.*python -m vlexp.cli.filter"):
         _datamodule(_cfg("webdataset", shards, tmp_path, ["filter=cat"])).setup("fit")
     dm = _datamodule(_cfg("wds_indexed", shards, tmp_path, ["sampler=tonics", "data.batch_size=8"]))
     dm.setup("fit")  # map-style shards: TOnICS gets its tag table
@@ -288,7 +288,7 @@ def test_bad_sample_counts_reach_the_datamodule(tmp_path, synth):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["wds_indexed", "webdataset"])
 def test_tiny_run_on_shards_completes(kind, shards, tmp_path):
-    from vlexp.run import train
+    from vlexp.cli.train import train
 
     cfg = compose_cfg(
         [

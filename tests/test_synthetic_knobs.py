@@ -64,7 +64,7 @@ def test_text_in_image_share_and_pixels():
 
 @pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract binary missing")
 def test_text_in_image_is_readable_at_224_px():
-    from vlexp.filters.text_spotting import ocr_words, text_overlap
+    from vlexp.filters.cat.text_spotting import ocr_words, text_overlap
 
     src = SyntheticPairs("train", 12, seed=14, image_size=224, text_in_image_frac=1.0)
     plain = SyntheticPairs("train", 12, seed=14, image_size=224)

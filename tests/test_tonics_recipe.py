@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import CONF_DIR, compose_cfg
-from vlexp.run import train
+from vlexp.cli.train import train
 
 
 def test_experiment_tonics_composes_the_recipe():
@@ -66,7 +66,7 @@ OBJECTIVES = ["clip", "hnnce", "diht"] + (
 def synthetic_teacher(tmp_path_factory):
     """A small untrained synthetic-class teacher, so objective=diht needs no download."""
     from vlexp.data.synthetic import LEAF_CLASSES
-    from vlexp.teachers import SmallCNN, save_synthetic_teacher
+    from vlexp.objectives.concepts.teachers import SmallCNN, save_synthetic_teacher
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("teacher") / "teacher.pt"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from vlexp.data.memory_source import InMemoryPairs
+from vlexp.data.readers.memory import InMemoryPairs
 from vlexp.data.tags import TagCoverage, class_pair_counts, load_tag_file
 from vlexp.data.types import TagTable
 from vlexp.samplers.tagging import resolve_train_tags
@@ -120,7 +120,7 @@ def test_low_coverage_refuses_with_how_to_tag_and_can_be_overridden(caplog) -> N
         TonicsBatchSampler(400, 8, tags=table, total_steps=50)
     msg = str(err.value)
     assert "\n" not in msg
-    assert "sampler.tagging.source=captions" in msg and "vlexp.data.tag_pass" in msg
+    assert "sampler.tagging.source=captions" in msg and "vlexp.cli.tag" in msg
     assert "sampler.allow_low_coverage=true" in msg
     with caplog.at_level(logging.WARNING, logger="vlexp.samplers.tonics"):
         s = TonicsBatchSampler(400, 8, tags=table, total_steps=50, allow_low_coverage=True)
@@ -128,7 +128,7 @@ def test_low_coverage_refuses_with_how_to_tag_and_can_be_overridden(caplog) -> N
     assert len(s.plan_epoch(0)) == 50
     # the threshold is configurable
     TonicsBatchSampler(400, 8, tags=table, total_steps=50, min_tag_coverage=0.25)
-    with pytest.raises(ValueError, match="tag_pass"):
+    with pytest.raises(ValueError, match="vlexp.cli.tag"):
         TonicsBatchSampler(400, 8, tags=None, total_steps=50)
 
 
@@ -173,7 +173,7 @@ def test_tag_pass_writes_tags_next_to_the_data_and_training_reads_them(tmp_path:
     write_csv(table_path, captions)
     before = hashlib.sha256(table_path.read_bytes()).hexdigest()
     cmd = [
-        sys.executable, "-m", "vlexp.data.tag_pass", "data=csv",
+        sys.executable, "-m", "vlexp.cli.tag", "data=csv",
         f"data.source.path={table_path}", "data.source.check_files=false",
         "tagging.backend=rules", f"hydra.run.dir={tmp_path / 'run'}",
     ]  # fmt: skip
@@ -203,7 +203,7 @@ def test_tag_pass_writes_tags_next_to_the_data_and_training_reads_them(tmp_path:
 
 @pytest.mark.slow
 def test_datamodule_tags_untagged_csv_from_captions(tmp_path: Path) -> None:
-    from vlexp.datamodule import VLDataModule
+    from vlexp.train.datamodule import VLDataModule
 
     table_path = tmp_path / "pairs.csv"
     captions = CAPS * 8

@@ -1,13 +1,20 @@
 """Validation of a composed config before any data or model is built.
 
-Every check names the key, the offending value and what is allowed, so a typo costs
-seconds, not a crashed job an hour in.
+One pass (:func:`validate_config`) checks the run's own keys and every selected
+component's section against the schema its registration declares (types, ranges,
+choices, unknown keys; :class:`vlexp.registry.Opt`), plus the cross-key facts known
+without reading data: the monitored metric is one the eval config produces, a global
+batch fits in a dataset of known size. Every problem names the full key, the value
+and what is allowed, all of them in one line, so a typo costs seconds, not a crashed
+job an hour in.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -16,7 +23,13 @@ ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 
 
 class ConfigError(ValueError):
-    """A config value is invalid; the message says which key and what is allowed."""
+    """A config value is invalid; the message (one line) says which key and what is allowed."""
+
+
+def exit_on_config_error(exc: ConfigError) -> NoReturn:
+    """End a command on a user's config error: the message as one line on stderr, exit 2."""
+    print(f"error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -104,6 +117,14 @@ def validate_config(cfg: DictConfig) -> None:
         e,
         required=False,
     )
+    _check(
+        cfg,
+        "optim.accum_freq",
+        lambda v: _is_int(v) and v >= 1,
+        "an integer >= 1 (micro-batches per step)",
+        e,
+        required=False,
+    )
     _check(cfg, "optim.min_lr_ratio", lambda v: _is_num(v) and 0 <= v <= 1, "a float in [0, 1]", e)
     _check(
         cfg,
@@ -180,10 +201,13 @@ def validate_config(cfg: DictConfig) -> None:
         e.append("  trainer.max_steps=-1 needs trainer.max_epochs >= 1 (else training never ends)")
     acc = _get(cfg, "trainer.accumulate_grad_batches")
     if _is_int(acc) and acc > 1:
+        bs = _get(cfg, "data.batch_size")
+        big = f"{bs * acc}" if _is_int(bs) else f"{acc} x data.batch_size"
         e.append(
             f"  trainer.accumulate_grad_batches={acc}: plain gradient accumulation changes a "
             "contrastive loss (negatives come only from each micro-batch), so vlexp refuses "
-            "it; raise data.batch_size or use more devices instead"
+            f"it; set data.batch_size={big} optim.accum_freq={acc} instead (towers run in "
+            f"{acc} micro-batches, the loss keeps every negative)"
         )
     precision, accelerator = str(_get(cfg, "trainer.precision")), _get(cfg, "trainer.accelerator")
     if precision == "64-true" and accelerator == "mps":
@@ -192,8 +216,12 @@ def validate_config(cfg: DictConfig) -> None:
             "(or trainer.accelerator=cpu)"
         )
     _check_objective_degeneracy(cfg, e)
+    _check_components(cfg, e)
+    _check_loop(cfg, e)
+    _check_monitor(cfg, e)
+    _check_batch_fits(cfg, e)
     if e:
-        raise ConfigError("Invalid configuration:\n" + "\n".join(e))
+        raise ConfigError("Invalid configuration: " + "; ".join(line.strip() for line in e))
 
 
 def _check_objective_degeneracy(cfg: DictConfig, errors: list[str]) -> None:
@@ -218,3 +246,172 @@ def _check_objective_degeneracy(cfg: DictConfig, errors: list[str]) -> None:
         encoder = _get(cfg, "encoder")
         enc = OmegaConf.to_container(encoder, resolve=True) if encoder is not None else None
         errors.extend(f"  {key}: {reason}" for reason in config_errors(opts, enc))
+
+
+# ------------------------------------------------------------------ component schemas
+def _registries() -> list[tuple[str, Any]]:
+    """(config key, registry) of every component a training config selects."""
+    from vlexp.data.sources import DATASETS
+    from vlexp.encoders import ENCODERS
+    from vlexp.filters import FILTERS
+    from vlexp.objectives import OBJECTIVES
+    from vlexp.samplers import SAMPLERS
+
+    return [
+        ("data.source", DATASETS),
+        ("encoder", ENCODERS),
+        ("objective", OBJECTIVES),
+        ("sampler", SAMPLERS),
+        ("filter", FILTERS),
+    ]
+
+
+def _section(cfg: DictConfig, key: str, errors: list[str]) -> Any:
+    """The plain (resolved) value of ``key``; None (with an error line) if it cannot resolve."""
+    node = _get(cfg, key)
+    if not OmegaConf.is_config(node):
+        return node
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except Exception as exc:  # an interpolation naming a missing key, a bad resolver, ...
+        errors.append(f"  {key}: cannot resolve ({str(exc).splitlines()[0]})")
+        return None
+
+
+def _check_components(cfg: DictConfig, errors: list[str]) -> None:
+    """Each selected component's section against its registered schema."""
+    for key, registry in _registries():
+        section = _section(cfg, key, errors)
+        if isinstance(section, dict | str):
+            errors.extend(f"  {line}" for line in registry.config_errors(section, key))
+
+
+# ------------------------------------------------------------------ training loop
+def _check_loop(cfg: DictConfig, errors: list[str]) -> None:
+    """Validation cadence and crop range (each fails late, mid-training, otherwise)."""
+    _check(
+        cfg,
+        "trainer.val_check_interval",
+        lambda v: (_is_int(v) and v >= 1) or (isinstance(v, float) and 0 < v <= 1),
+        "an integer >= 1 (steps) or a float in (0, 1] (share of an epoch), or null",
+        errors,
+        required=False,
+    )
+    _check(
+        cfg,
+        "trainer.check_val_every_n_epoch",
+        lambda v: _is_int(v) and v >= 1,
+        "an integer >= 1 or null",
+        errors,
+        required=False,
+    )
+    _check(
+        cfg,
+        "data.train_crop_scale",
+        lambda v: len(v) == 2 and all(_is_num(x) for x in v) and 0 < v[0] <= v[1] <= 1,
+        "[lo, hi] with 0 < lo <= hi <= 1 (area share of the random crop), or null",
+        errors,
+        required=False,
+    )
+    _check(
+        cfg, "eval.chunk_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1", errors, False
+    )
+
+
+# ------------------------------------------------------------------ monitored metric
+def val_set_names(cfg: DictConfig) -> list[str]:
+    """Names of the sets evaluated at validation: the source's own and ``eval.extra_sets``
+    whose ``stages`` include ``val``."""
+    source = _get(cfg, "data.source.name")
+    names = (
+        ["synthetic"]
+        if source == "synthetic"
+        else [_get(cfg, "data.source.eval_name") or "heldout"]
+    )
+    extra = _get(cfg, "eval.extra_sets")
+    if OmegaConf.is_dict(extra):
+        for name, spec in extra.items():
+            stages = spec.get("stages", ["test"]) if OmegaConf.is_dict(spec) else ["test"]
+            stages = [stages] if isinstance(stages, str) else list(stages or [])
+            if "val" in stages:
+                names.append(str(name))
+    return names
+
+
+def monitor_choices(cfg: DictConfig) -> list[str]:
+    """Metric names validation logs under this config (what ``eval.monitor`` may name)."""
+    ks = _get(cfg, "eval.ks")
+    ks = [k for k in (ks or []) if _is_int(k)]
+    per_set = [f"{d}_R@{k}" for d in ("i2t", "t2i") for k in ks]
+    per_set += ["zeroshot_top1", "zeroshot_top5", "finegrained_acc", "finegrained_rank"]
+    names = ["val/mean_R@1"]
+    for name in val_set_names(cfg):
+        names += [f"val/{name}/{m}" for m in per_set]
+    return names
+
+
+def _check_monitor(cfg: DictConfig, errors: list[str]) -> None:
+    monitor = _get(cfg, "eval.monitor")
+    if monitor is None:
+        return
+    choices = monitor_choices(cfg)
+    if monitor not in choices:
+        sets = ", ".join(val_set_names(cfg))
+        errors.append(
+            f"  eval.monitor={monitor}: not a metric validation logs; expected val/mean_R@1 or "
+            f"val/<set>/<metric> with <set> in {{{sets}}} and <metric> one of i2t_R@K, t2i_R@K "
+            f"(K in eval.ks), zeroshot_top1, zeroshot_top5, finegrained_acc, finegrained_rank"
+        )
+
+
+# ------------------------------------------------------------------ batch vs dataset
+def _world_size(cfg: DictConfig) -> int:
+    """Processes of the run when the config says (1 when it is left to the hardware)."""
+    devices, nodes = _get(cfg, "trainer.devices"), _get(cfg, "trainer.num_nodes") or 1
+    per_node = len(devices) if OmegaConf.is_list(devices) else devices
+    per_node = per_node if _is_int(per_node) and per_node >= 1 else 1
+    return per_node * (nodes if _is_int(nodes) and nodes >= 1 else 1)
+
+
+def known_train_size(cfg: DictConfig) -> int | None:
+    """Training pairs when cheap to know before reading data: the synthetic split's size,
+    or a CSV/TSV table's row count (an upper bound: files may be missing); else None."""
+    source = _get(cfg, "data.source")
+    if not OmegaConf.is_dict(source):
+        return None
+    cap = source.get("num_train")
+    cap = cap if _is_int(cap) and cap >= 1 else None
+    if source.get("name") == "synthetic":
+        return cap
+    if source.get("name") == "csv":
+        rows = _table_rows(source.get("path"))
+        return rows if cap is None or rows is None else min(cap, rows)
+    return None
+
+
+def _table_rows(path: Any) -> int | None:
+    """Data rows of a ``.csv``/``.tsv`` file (line count minus the header); None otherwise."""
+    if not isinstance(path, str) or Path(path).suffix.lower() not in (".csv", ".tsv"):
+        return None
+    try:
+        with open(Path(path).expanduser(), "rb") as f:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+            f.seek(max(f.tell() - 1, 0))
+            last = f.read(1)
+    except OSError:
+        return None  # the source reports a missing table itself
+    lines += 1 if last not in (b"\n", b"") else 0  # a last row without a newline
+    return max(lines - 1, 0)
+
+
+def _check_batch_fits(cfg: DictConfig, errors: list[str]) -> None:
+    batch = _get(cfg, "data.batch_size")
+    size = known_train_size(cfg)
+    if not _is_int(batch) or batch < 1 or size is None:
+        return
+    world = _world_size(cfg)
+    if batch * world > size:
+        errors.append(
+            f"  data.batch_size={batch}: one global batch ({batch} x {world} processes) is "
+            f"larger than the training set ({size} pairs); lower data.batch_size or add data"
+        )

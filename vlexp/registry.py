@@ -2,13 +2,17 @@
 
 Objectives, samplers, filters, encoders and data sources register themselves under
 a short name; configs select them with ``name: <registered name>`` and the remaining
-keys become constructor keyword arguments.
+keys become constructor keyword arguments. A registration may declare the config schema
+of its options (``register(name, schema={key: Opt(...)})``) so that a whole config is
+checked (:meth:`Registry.config_errors`) before anything is built.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -21,6 +25,132 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
+_TYPE_WORDS = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+_TYPE_WORDS.update({list: "a list", dict: "a mapping"})
+
+
+@dataclass(frozen=True)
+class Opt:
+    """Schema of one config option: accepted type(s), range or choices, nesting.
+
+    ``kind`` is a type or tuple of types (``float`` accepts integers, ``int`` never
+    accepts booleans); ``lo``/``hi`` bound numbers (``open_lo``/``open_hi`` exclude the
+    bound); ``choices`` lists allowed values; ``nullable`` accepts ``null``;
+    ``registry`` validates a nested component (a name or a mapping with ``name``; then
+    ``fields`` are extra keys the caller reads, like a term's ``weight``);
+    ``fields`` is the schema of a mapping value and ``each`` that of every item of a list
+    or every value of a mapping; ``test`` is an extra predicate (say what it wants in
+    ``doc``).
+    """
+
+    kind: type | tuple[type, ...] = object
+    lo: float | None = None
+    hi: float | None = None
+    open_lo: bool = False
+    open_hi: bool = False
+    choices: tuple[Any, ...] | None = None
+    nullable: bool = False
+    registry: Registry[Any] | None = None
+    fields: Mapping[str, Opt] | None = None
+    each: Opt | None = None
+    doc: str | None = None
+    test: Callable[[Any], bool] | None = None
+
+    def allowed(self) -> str:
+        """What the option accepts, in words (the tail of an error message)."""
+        if self.doc:
+            text = self.doc
+        elif self.choices is not None:
+            text = "one of " + ", ".join(_word(c) for c in self.choices)
+        else:
+            kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+            text = " or ".join(_TYPE_WORDS.get(k, k.__name__) for k in kinds)
+            if self.lo is not None or self.hi is not None:
+                left = "(" if self.open_lo or self.lo is None else "["
+                right = ")" if self.open_hi or self.hi is None else "]"
+                lo = "-inf" if self.lo is None else f"{self.lo:g}"
+                hi = "inf" if self.hi is None else f"{self.hi:g}"
+                text += f" in {left}{lo}, {hi}{right}"
+        return text + (" or null" if self.nullable else "")
+
+    def errors(self, value: Any, key: str) -> list[str]:
+        """Error lines for ``value`` at the dotted ``key`` (empty when valid)."""
+        if value is None:
+            return [] if self.nullable else [f"{key}=null: expected {self.allowed()}"]
+        if isinstance(value, str) and value == "???":
+            return []  # a required value left unset is reported by the caller
+        if self.registry is not None and isinstance(value, str | Mapping):
+            own = self.fields or {}
+            out = check_options({k: value[k] for k in own if k in value}, own, key)
+            return out + self.registry.config_errors(value, key, extra=tuple(own))
+        if not self._fits(value):
+            return [f"{key}={_word(value)}: expected {self.allowed()}"]
+        out: list[str] = []
+        if self.fields is not None and isinstance(value, Mapping):
+            out += check_options(value, self.fields, key)
+        if self.each is not None:
+            items = value.items() if isinstance(value, Mapping) else enumerate(value)
+            for k, v in items:
+                out += self.each.errors(v, f"{key}.{k}")
+        return out
+
+    def _fits(self, value: Any) -> bool:
+        if self.choices is not None:
+            return any(value == c and type(value) is type(c) for c in self.choices) or (
+                not isinstance(value, bool) and value in self.choices
+            )
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        if not any(_is_kind(value, k) for k in kinds):
+            return False
+        if self.test is not None and not self.test(value):
+            return False
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if isinstance(value, float) and math.isnan(value):
+                return False
+            if self.lo is not None and (value < self.lo or (self.open_lo and value == self.lo)):
+                return False
+            if self.hi is not None and (value > self.hi or (self.open_hi and value == self.hi)):
+                return False
+        return True
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    if kind is object:
+        return True
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, int | float)
+    if kind is list:
+        return isinstance(value, list | tuple)
+    if kind is dict:
+        return isinstance(value, Mapping)
+    return isinstance(value, kind)
+
+
+def _word(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if not isinstance(value, Mapping | list | tuple) else repr(value)
+
+
+def check_options(
+    options: Mapping[str, Any], schema: Mapping[str, Opt], prefix: str, extra: tuple[str, ...] = ()
+) -> list[str]:
+    """Error lines for ``options`` against ``schema`` (unknown keys included)."""
+    out: list[str] = []
+    for key, value in options.items():
+        full = f"{prefix}.{key}"
+        if key in schema:
+            out += schema[key].errors(value, full)
+        elif key not in extra and not str(key).startswith("_"):
+            accepted = ", ".join(sorted(schema)) or "no options besides name"
+            out.append(f"{full}: unknown option; {prefix} accepts {accepted}")
+    return out
+
+
 class Registry(Generic[T]):
     """Maps names to factories (classes or functions) of one kind of component."""
 
@@ -28,17 +158,53 @@ class Registry(Generic[T]):
         self.kind = kind
         self.config_group = config_group or kind
         self._entries: dict[str, Callable[..., T]] = {}
+        self._schemas: dict[str, dict[str, Opt]] = {}
 
-    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """Decorator registering ``factory`` under ``name``."""
+    def register(
+        self, name: str, schema: Mapping[str, Opt] | None = None
+    ) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator registering ``factory`` under ``name``, with its options' schema.
+
+        Without a schema only unknown keys are checked (from the factory's signature).
+        """
 
         def deco(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._entries and self._entries[name] is not factory:
                 raise ValueError(f"{self.kind} '{name}' is already registered")
             self._entries[name] = factory
+            if schema is not None:
+                self._schemas[name] = dict(schema)
             return factory
 
         return deco
+
+    def schema(self, name: str) -> dict[str, Opt] | None:
+        """The declared option schema of ``name`` (None when it declared none)."""
+        return self._schemas.get(name)
+
+    def config_errors(
+        self, cfg: Mapping[str, Any] | str, prefix: str | None = None, extra: tuple[str, ...] = ()
+    ) -> list[str]:
+        """One line per invalid or unknown option of a component config, naming the full key.
+
+        ``prefix`` is the config key of the section (default: the registry's config group);
+        ``extra`` names keys a caller handles itself (e.g. a composite term's ``weight``).
+        """
+        prefix = prefix or self.config_group
+        if isinstance(cfg, str):
+            cfg = {"name": cfg}
+        name = cfg.get("name")
+        if not isinstance(name, str) or name not in self._entries:
+            return [f"{prefix}.name={_word(name)}: expected one of {', '.join(self.names())}"]
+        options = {k: v for k, v in cfg.items() if k != "name"}
+        schema = self._schemas.get(name)
+        if schema is None:
+            params = _explicit_params(self._entries[name])
+            if params is None:  # **kwargs and no schema: nothing to check against
+                return []
+            schema = {p: Opt(nullable=True) for p in params}
+        extra = extra + tuple(_explicit_params(self._entries[name]) or ())
+        return check_options(options, schema, prefix, extra)
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
@@ -75,6 +241,18 @@ class Registry(Generic[T]):
         _check_kwargs(factory, kwargs, f"{self.config_group} '{cfg['name']}'")
         kwargs.update({k: v for k, v in context.items() if _accepts(factory, k)})
         return factory(**kwargs)
+
+
+def _explicit_params(factory: Callable[..., Any]) -> list[str] | None:
+    """Named parameters of ``factory``; None when it also takes ``**kwargs`` (or has no
+    inspectable signature)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
 
 
 def _accepts(factory: Callable[..., Any], key: str) -> bool:

@@ -160,7 +160,7 @@ def job_command(
     """The ``python -m vlexp.run`` argv of one job, writing to ``out/<row>/seed<seed>``."""
     run_dir = Path(out) / row / f"seed{seed}"
     ov = job_overrides(row, teacher, seed, run_dir, steps)
-    return [sys.executable, "-m", "vlexp.run", *ov]
+    return [sys.executable, "-m", "vlexp.cli.train", *ov]
 
 
 def fewshot_config(run_dir: str | Path, out: str | Path, num_val: int = 1200) -> Path:
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not Path(args.teacher).is_file():
         raise SystemExit(
             f"teacher weights {args.teacher} not found; train them with "
-            f"`python -m vlexp.teachers train-synthetic --out {args.teacher}`"
+            f"`python -m vlexp.cli.teacher train-synthetic --out {args.teacher}`"
         )
     clash = sorted({r for r, s, _ in _jobs(args) if s == TEACHER_SEED and r in TEACHER_ROWS})
     if clash:

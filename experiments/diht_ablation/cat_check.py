@@ -79,7 +79,7 @@ def knobs() -> dict[str, float]:
 def measure(num_train: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Per-pair complexity, action, OCR overlap and generator flags of the train split."""
     from vlexp.data.synthetic.dataset import SyntheticPairs
-    from vlexp.filters.cat import CATFilter
+    from vlexp.filters.cat.filter import CATFilter
 
     src = SyntheticPairs("train", num_train, seed=seed, **knobs())
     captions = src.captions

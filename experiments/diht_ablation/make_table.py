@@ -4,7 +4,7 @@
         --md experiments/diht_ablation/results.md --plot experiments/diht_ablation/fewshot.png
 
 Reads ``SWEEP/<row>/seed<k>/metrics.json`` of every row of ``ablation.ROW_NAMES`` and
-``SWEEP/fewshot/fewshot.json`` (written by ``python -m vlexp.eval.fewshot``), and writes:
+``SWEEP/fewshot/fewshot.json`` (written by ``python -m vlexp.cli.fewshot``), and writes:
 
 - held-out retrieval (R@1 / R@5 both directions) on the synthetic test set and on the
   compositional test set, and zero-shot top-1 on the synthetic test set, one row per
@@ -174,7 +174,7 @@ def noise_table(
 
 
 def fewshot_table(res: dict[str, Any]) -> str:
-    """Markdown table of a ``python -m vlexp.eval.fewshot`` result."""
+    """Markdown table of a ``python -m vlexp.cli.fewshot`` result."""
     lines = [
         f"Probe shots from `{res.get('pool_set')}` (pool {res.get('pool_size')} images, radii/l2 "
         f"chosen on {res.get('heldout_size')} others), accuracy on `{res.get('test_set')}` "

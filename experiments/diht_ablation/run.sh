@@ -34,7 +34,7 @@ stamp() { echo "[$(date +%H:%M:%S) +${SECONDS}s] $*"; }
 stamp "1. teacher -> ${TEACHER}"
 if [ ! -f "${TEACHER}" ]; then
   mkdir -p "$(dirname "${TEACHER}")"
-  "${PY}" -m vlexp.teachers train-synthetic --out "${TEACHER}" --seed 1 --epochs 2 \
+  "${PY}" -m vlexp.cli.teacher train-synthetic --out "${TEACHER}" --seed 1 --epochs 2 \
     --max-seconds 100000 --quiet | tee "${SWEEP_DIR}/teacher/info.json"
 fi
 
@@ -54,7 +54,7 @@ stamp "3. few-shot probe of ${SWEEP_DIR}/all/seed0"
 if [ ! -f "${SWEEP_DIR}/fewshot/fewshot.json" ]; then
   "${PY}" "${HERE}/ablation.py" fewshot-config --run "${SWEEP_DIR}/all/seed0" \
     --out "${SWEEP_DIR}/fewshot/config.yaml"
-  "${PY}" -m vlexp.eval.fewshot "ckpt=${SWEEP_DIR}/all/seed0/checkpoints/last.ckpt" \
+  "${PY}" -m vlexp.cli.fewshot "ckpt=${SWEEP_DIR}/all/seed0/checkpoints/last.ckpt" \
     "config=${SWEEP_DIR}/fewshot/config.yaml" "ks=[0,1,2,4,8,16]" "seeds=[0,1,2,3,4]" \
     "out=${SWEEP_DIR}/fewshot/fewshot.json"
 fi

@@ -3,7 +3,7 @@
     .venv/bin/python experiments/softalign_noise/collect.py multirun/softalign_noise \
         [--out experiments/softalign_noise/results.md]
 
-Each run directory (``<sweep>/<job>/``) holds ``metrics.json`` (written by vlexp.run) and
+Each run directory (``<sweep>/<job>/``) holds ``metrics.json`` (written by vlexp.cli.train) and
 ``.hydra/config.yaml`` (the composed config: objective, noise level, seed). Metrics are
 held-out *test* numbers on the clean test splits, in percent. Tables:
 

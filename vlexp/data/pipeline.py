@@ -10,11 +10,14 @@ as an uninterrupted one.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, Sampler
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
@@ -35,6 +38,13 @@ class TrainTransform:
     Called with a ``seed``, the crop box is drawn from that seed alone (torchvision's
     ``RandomResizedCrop`` algorithm on a private generator state; the global RNG is left
     as it was); without one, from the global torch RNG like ``RandomResizedCrop``.
+
+    With ``fused`` (default), an RGB PIL image is cropped, resized and normalised in one
+    pass over its uint8 pixels: a channels-last uint8 view, torch's antialiased bilinear
+    resize (the same filter as PIL's, vectorised for uint8) and one multiply-add into
+    float32. The pixels equal the PIL path (``resized_crop`` + ``ToTensor`` +
+    ``Normalize``) up to uint8 rounding at ~3-4x less CPU per image; other inputs take
+    the PIL path.
     """
 
     def __init__(
@@ -44,11 +54,16 @@ class TrainTransform:
         std: Sequence[float],
         crop_scale: Sequence[float] = (0.9, 1.0),
         ratio: Sequence[float] = CROP_RATIO,
+        fused: bool = True,
     ) -> None:
         self.size = [image_size, image_size]
         self.scale = [float(v) for v in crop_scale]
         self.ratio = [float(v) for v in ratio]
         self.finish = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+        self.fused = fused
+        std_t = torch.as_tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self._scale = 1.0 / (255.0 * std_t)
+        self._shift = -torch.as_tensor(mean, dtype=torch.float32).view(3, 1, 1) / std_t
 
     def crop_box(self, image: Any, seed: int | None = None) -> tuple[int, int, int, int]:
         """``(top, left, height, width)`` of the crop of ``image``."""
@@ -60,7 +75,25 @@ class TrainTransform:
 
     def __call__(self, image: Any, seed: int | None = None) -> torch.Tensor:
         top, left, h, w = self.crop_box(image, seed)
+        if self.fused and isinstance(image, Image.Image) and image.mode == "RGB":
+            return self._fused(image, (top, left, h, w))
         return self.finish(TF.resized_crop(image, top, left, h, w, self.size, antialias=True))
+
+    def _fused(self, image: Image.Image, box: tuple[int, int, int, int]) -> torch.Tensor:
+        """Crop, resize and normalise on uint8 pixels (see the class docstring)."""
+        top, left, h, w = box
+        with warnings.catch_warnings():  # a read-only view; it is copied right below
+            warnings.simplefilter("ignore", UserWarning)
+            pixels = torch.from_numpy(np.asarray(image))
+        crop = pixels[max(top, 0) : top + h, max(left, 0) : left + w]
+        if crop.shape[0] != h or crop.shape[1] != w:  # box outside the image: the PIL path pads
+            return self.finish(TF.resized_crop(image, top, left, h, w, self.size, antialias=True))
+        x = crop.permute(2, 0, 1)[None].contiguous(memory_format=torch.channels_last)
+        if [h, w] != self.size:
+            x = F.interpolate(x, size=self.size, mode="bilinear", antialias=True)
+        out = torch.empty(x.shape[1:], dtype=torch.float32)
+        out.copy_(x[0])
+        return out.mul_(self._scale).add_(self._shift)
 
 
 def image_transform(
@@ -68,14 +101,26 @@ def image_transform(
     mean: Sequence[float],
     std: Sequence[float],
     train: bool,
-    crop_scale: Sequence[float] = (0.9, 1.0),
+    crop_scale: Sequence[float] | None = (0.9, 1.0),
 ) -> Callable:
-    """Train: :class:`TrainTransform` (random resized crop, seedable per sample).
-    Eval: resize + centre crop. Both end with tensor conversion and normalisation."""
-    if train:
+    """Train: :class:`TrainTransform` (random resized crop, seedable per sample), or with
+    ``crop_scale=None`` the eval transform (fixed pixels per sample; takes and ignores a
+    seed). Eval: resize + centre crop. All end with tensor conversion and normalisation."""
+    if train and crop_scale is not None:
         return TrainTransform(image_size, mean, std, crop_scale)
     geo = [T.Resize(image_size, antialias=True), T.CenterCrop(image_size)]
-    return T.Compose([*geo, T.ToTensor(), T.Normalize(mean, std)])
+    fixed = T.Compose([*geo, T.ToTensor(), T.Normalize(mean, std)])
+    return FixedTransform(fixed) if train else fixed
+
+
+class FixedTransform:
+    """A deterministic training transform: ``(image, seed=None)``, the seed unused."""
+
+    def __init__(self, transform: Callable) -> None:
+        self.transform = transform
+
+    def __call__(self, image: Any, seed: int | None = None) -> torch.Tensor:
+        return self.transform(image)
 
 
 class KeyedPairs(torch.utils.data.Dataset):

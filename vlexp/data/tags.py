@@ -616,7 +616,7 @@ def load_tag_file(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"no tag file {str(path)!r}; write one with `python -m vlexp.data.tag_pass "
+            f"no tag file {str(path)!r}; write one with `python -m vlexp.cli.tag "
             "data=... output=<file>`"
         )
     with np.load(path, allow_pickle=False) as z:
@@ -631,7 +631,7 @@ def load_tag_file(
         if found != header["fingerprint"]:
             raise ValueError(
                 f"tag file {path} was written for other pairs ({header['fingerprint'].split(':')[0]} "
-                f"captions) than these ({len(captions)}); re-run `python -m vlexp.data.tag_pass` "
+                f"captions) than these ({len(captions)}); re-run `python -m vlexp.cli.tag` "
                 "with the same data options as training"
             )
     return table, header

@@ -4,7 +4,8 @@
 e.g. ``vit_base_patch16_224.augreg_in21k``, which picks the preprocessing) or
 ``open_clip:<arch>`` (e.g. ``open_clip:ViT-B-32``) for the image tower of an open_clip
 model. ``encoder.image.weights`` is a local state-dict file (``.safetensors``/``.pth``/
-``.bin``, optionally nested under ``state_dict``/``model``); for open_clip it may hold the
+``.bin``, optionally nested under ``state_dict``/``model``; or a folder holding
+``model.safetensors``/``pytorch_model.bin`` as a hub snapshot does); for open_clip it may hold the
 whole CLIP model (only its ``visual.*`` tensors are used). ``random`` gives random init.
 :func:`resolve_image_model` checks all of this before anything is built.
 """
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from vlexp.encoders.freezing import FreezableMixin, groups_from_blocks, largest_module_list
-from vlexp.encoders.weights import read_state_dict
+from vlexp.encoders.weights import read_state_dict, weights_file
 
 OPEN_CLIP_PREFIX = "open_clip:"
 RANDOM_INIT = "random"
@@ -140,21 +141,16 @@ class ImageModelSpec:
 
 
 def _no_download_hint(model: str, where: str) -> str:
+    """One sentence saying how to get local weights for ``model``."""
     if model.startswith(OPEN_CLIP_PREFIX):
         arch = model[len(OPEN_CLIP_PREFIX) :]
-        save = (
-            f"  m, _, _ = open_clip.create_model_and_transforms('{arch}', pretrained=TAG)\n"
-            "  torch.save(m.state_dict(), '/path/to/weights.pth')"
-        )
+        create = f"open_clip.create_model('{arch}', pretrained=TAG)"
     else:
-        save = (
-            f"  torch.save(timm.create_model('{model}', pretrained=True).state_dict(), "
-            "'/path/to/weights.pth')"
-        )
+        create = f"timm.create_model('{model}', pretrained=True)"
     return (
-        f"vlexp never downloads weights. Save them once on a machine with network access:\n"
-        f"{save}\nand set {where}.weights=/path/to/weights.pth "
-        f"(or {where}.weights={RANDOM_INIT} for random init)."
+        f"vlexp never downloads weights: save them once elsewhere with "
+        f"torch.save({create}.state_dict(), path) and set {where}.weights=/local/path (a file, "
+        f"or a folder holding model.safetensors), or {where}.weights={RANDOM_INIT} for random init."
     )
 
 
@@ -206,10 +202,11 @@ def resolve_image_model(
         raise ValueError(f"{where}.weights is not set. {_no_download_hint(model, where)}")
     if str(weights) == RANDOM_INIT:
         return ImageModelSpec(library, arch, None)
-    path = Path(weights).expanduser()
-    if not path.is_file():
+    path = weights_file(weights, f"{where}.weights")
+    if path is None:
         raise FileNotFoundError(
-            f"{where}.weights={weights} is not a local file. {_no_download_hint(model, where)}"
+            f"{where}.weights={weights} is not a local file or folder; "
+            f"{_no_download_hint(model, where)}"
         )
     return ImageModelSpec(library, arch, path)
 

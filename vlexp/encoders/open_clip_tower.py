@@ -1,16 +1,32 @@
-"""`encoder=open_clip`: open_clip's ViT and text transformer towers from a model config.
+"""`encoder=open_clip`: open_clip's towers by model name or config, optionally with local weights.
 
-The config is the dict open_clip keeps in its ``model_configs/*.json`` (``embed_dim``,
-``vision_cfg``, ``text_cfg``, ``quick_gelu``), so the same dict builds an open_clip
-``CLIP`` (see ``benchmarks/bench_vs_open_clip.py``) and this two-tower model: same
-layers, same widths, same parameter count. open_clip's own output projections are
-removed and :class:`TwoTower`'s bias-free linear projections take their place (the same
-``width x embed_dim`` matrices). Random init only; the BPE tokenizer ships inside the
-``open_clip_torch`` wheel, so nothing is downloaded.
+Three ways to say which model (the first two are what open_clip users type):
+
+- ``model: ViT-B-32``: an architecture from open_clip's own model-config registry (the
+  JSON files in its wheel; nothing is fetched). ``model_cfg`` may then hold only the keys
+  to change (e.g. ``{vision_cfg: {image_size: 64}}``); every changed key is logged in one
+  line.
+- ``model_cfg: {...}``: a complete open_clip model config (the ``model_configs/*.json``
+  format); a dict missing an architecture key is refused, never completed from defaults.
+- neither: a small built-in model sized like ``encoder=tiny`` (``image_size`` pixels).
+
+``pretrained`` is a local checkpoint of that model (``.safetensors``, or a torch file
+such as ``open_clip_pytorch_model.bin`` or an ``open_clip_train`` checkpoint; or a folder
+holding one), read without running code from it; a hub tag such as ``openai`` is refused.
+The loaded model computes what open_clip's model computes: open_clip's own output
+projections become :class:`TwoTower`'s bias-free linear projections (the same matrices,
+transposed) and its ``logit_scale`` becomes the model's temperature. The BPE tokenizer
+ships inside the ``open_clip_torch`` wheel.
 """
 
 from __future__ import annotations
 
+import copy
+import difflib
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,8 +34,17 @@ from torch import nn
 
 from vlexp.encoders.base import ENCODERS, TwoTower
 
+log = logging.getLogger("vlexp")
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# keys without which a model_cfg does not say which architecture to build
+REQUIRED_KEYS = {
+    "": ("embed_dim", "vision_cfg", "text_cfg"),
+    "vision_cfg": ("image_size", "patch_size", "width", "layers"),
+    "text_cfg": ("context_length", "vocab_size", "width", "heads", "layers"),
+}
 
 
 class OpenClipTokenizer:
@@ -95,48 +120,239 @@ def tiny_open_clip_config(
     }
 
 
+def missing_keys(cfg: Mapping[str, Any]) -> list[str]:
+    """Dotted architecture keys (:data:`REQUIRED_KEYS`) that ``cfg`` does not set."""
+    out: list[str] = []
+    for section, keys in REQUIRED_KEYS.items():
+        node = cfg.get(section) if section else cfg
+        if section and not isinstance(node, Mapping):
+            continue  # reported as the top-level key itself
+        out += [f"{section}.{k}" if section else k for k in keys if node.get(k) is None]
+    return out
+
+
+def merge_overrides(
+    base: Mapping[str, Any], overrides: Mapping[str, Any], prefix: str = ""
+) -> tuple[dict[str, Any], list[str]]:
+    """``base`` deep-updated with ``overrides``, and ``key=new (was old)`` for each change."""
+    out = copy.deepcopy(dict(base))
+    changes: list[str] = []
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key], sub = merge_overrides(out[key], value, f"{prefix}{key}.")
+            changes += sub
+        elif out.get(key) != value:
+            was = f" (was {out[key]!r})" if key in out else ""
+            changes.append(f"{prefix}{key}={value!r}{was}")
+            out[key] = copy.deepcopy(value)
+    return out, changes
+
+
+def resolve_model_config(
+    model: str | None,
+    model_cfg: Mapping[str, Any] | None,
+    image_size: int = 64,
+    where: str = "encoder",
+) -> dict[str, Any]:
+    """The open_clip model config to build, from a name, a complete dict, or the default.
+
+    A name is looked up in open_clip's local registry; ``model_cfg`` then holds overrides,
+    logged in one line. Without a name ``model_cfg`` must be complete (:func:`missing_keys`).
+    """
+    import open_clip
+
+    if model:
+        name = str(model)
+        if name.startswith(("hf-hub:", "hf_hub:")):
+            raise ValueError(
+                f"{where}.model={name} is a hub model and vlexp never downloads: give an "
+                f"architecture name from open_clip.list_models() plus {where}.pretrained=/local/file"
+            )
+        base = open_clip.get_model_config(name)
+        if base is None:
+            close = difflib.get_close_matches(name, open_clip.list_models(), n=4)
+            raise ValueError(
+                f"{where}.model={name} is not an open_clip architecture"
+                f"{f' (close: {close})' if close else ''}; see open_clip.list_models()"
+            )
+        cfg, changes = merge_overrides(base, dict(model_cfg or {}))
+        if changes:
+            log.info(
+                "%s.model=%s with %s.model_cfg overrides: %s",
+                where,
+                name,
+                where,
+                ", ".join(changes),
+            )
+    elif model_cfg:
+        cfg = copy.deepcopy(dict(model_cfg))
+        missing = missing_keys(cfg)
+        if missing:
+            raise ValueError(
+                f"{where}.model_cfg is not a complete open_clip model config (missing "
+                f"{', '.join(missing)}); give every key, or name an architecture with "
+                f"{where}.model=<name> (e.g. ViT-B-32) and put only the keys to change in model_cfg"
+            )
+    else:
+        cfg = tiny_open_clip_config(image_size=int(image_size))
+    _check_supported(cfg, where)
+    return cfg
+
+
+def _check_supported(cfg: Mapping[str, Any], where: str) -> None:
+    """Refuse configs whose model needs a download or is not a plain two-tower CLIP."""
+    vision, text = cfg.get("vision_cfg") or {}, cfg.get("text_cfg") or {}
+    reason = None
+    if text.get("hf_model_name") or text.get("hf_tokenizer_name"):
+        reason = "its text tower or tokenizer comes from the Hugging Face hub; use encoder=hf_timm"
+    elif "multimodal_cfg" in cfg:
+        reason = "it is a captioning (CoCa) model"
+    elif cfg.get("init_logit_bias") is not None:
+        reason = "it is a sigmoid-loss (SigLIP) model with a logit bias"
+    elif vision.get("attentional_pool") or text.get("embed_cls"):
+        reason = "its towers use attentional pooling / an appended class token"
+    if reason:
+        raise ValueError(
+            f"{where}: this open_clip model is not supported by encoder=open_clip: {reason}"
+        )
+
+
+def resolve_checkpoint(
+    pretrained: str | os.PathLike | None, model: str | None, where: str = "encoder"
+) -> Path | None:
+    """Local checkpoint file of ``pretrained`` (a file, or a folder holding one); never a tag."""
+    if pretrained in (None, ""):
+        return None
+    import open_clip
+
+    from vlexp.encoders.weights import weights_file
+
+    path = weights_file(pretrained, f"{where}.pretrained")
+    if path is not None:
+        return path
+
+    tags = open_clip.list_pretrained_tags_by_model(model) if model else []
+    is_tag = str(pretrained) in tags
+    what = "an open_clip hub tag" if is_tag else "not a local file or folder"
+    create = f"open_clip.create_model('{model or 'NAME'}', pretrained='{pretrained if is_tag else 'TAG'}')"
+    raise FileNotFoundError(
+        f"{where}.pretrained={pretrained} is {what} and vlexp never downloads: save the weights "
+        f"once elsewhere with torch.save({create}.state_dict(), path) and pass "
+        f"{where}.pretrained=/local/path"
+    )
+
+
+def load_open_clip_checkpoint(clip: nn.Module, path: Path, where: str = "encoder") -> None:
+    """Load an open_clip checkpoint into ``clip`` (a ``CustomTextCLIP``), strictly.
+
+    Accepts both open_clip state-dict layouts (text tower at the top level or under
+    ``text.``) and resamples position embeddings to the model's image size / context
+    length as open_clip does.
+    """
+    from open_clip.model import (
+        convert_to_custom_text_state_dict,
+        resize_pos_embed,
+        resize_text_pos_embed,
+    )
+
+    from vlexp.encoders.weights import read_state_dict
+
+    state = convert_to_custom_text_state_dict(read_state_dict(path, f"{where}.pretrained"))
+    try:
+        resize_pos_embed(state, clip)
+        resize_text_pos_embed(state, clip)
+        clip.load_state_dict(state, strict=True)
+    except (RuntimeError, AssertionError) as err:  # open_clip asserts on a width change
+        first = " ".join(str(err).split())[:300]
+        raise ValueError(
+            f"{where}.pretrained={path} does not fit this open_clip model ({first}); pass the "
+            f"checkpoint of the architecture named by {where}.model"
+        ) from err
+
+
+def _as_linear(proj: torch.Tensor) -> nn.Linear:
+    """open_clip's ``x @ proj`` (``proj``: in x out) as a bias-free ``nn.Linear``."""
+    linear = nn.Linear(proj.shape[0], proj.shape[1], bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(proj.detach().t())
+    return linear
+
+
+def _split_projection(tower: nn.Module, attr: str, embed_dim: int) -> tuple[int, nn.Module]:
+    """Take the output projection off an open_clip tower: (feature width, projection)."""
+    proj = getattr(tower, attr, None)
+    if isinstance(proj, nn.Parameter):
+        setattr(tower, attr, None)
+        return int(proj.shape[0]), _as_linear(proj)
+    if isinstance(proj, nn.Linear):
+        setattr(tower, attr, None)
+        return int(proj.in_features), proj
+    # the projection is inside the tower (e.g. a ResNet's attention pool, a timm trunk's head)
+    return embed_dim, nn.Identity()
+
+
 @ENCODERS.register("open_clip")
 def open_clip_two_tower(
-    model_cfg: dict[str, Any] | None = None,
+    model: str | None = None,
+    pretrained: str | None = None,
+    model_cfg: Mapping[str, Any] | None = None,
+    image_size: int = 64,
+    image_mean: tuple[float, float, float] | None = None,
+    image_std: tuple[float, float, float] | None = None,
     init_temperature: float = 0.07,
     max_logit_scale: float = 100.0,
     learn_temperature: bool = True,
-    image_mean: tuple[float, float, float] = OPENAI_MEAN,
-    image_std: tuple[float, float, float] = OPENAI_STD,
 ) -> TwoTower:
-    """Two towers from an open_clip model config (``None``: :func:`tiny_open_clip_config`)."""
+    """open_clip towers by name (``model``) or config (``model_cfg``), with local weights.
+
+    See the module docstring. ``image_size`` sizes only the built-in default model;
+    ``image_mean``/``image_std`` default to the statistics open_clip's pretrained
+    configs give the architecture (OpenAI's otherwise). With ``pretrained`` the
+    temperature comes from the checkpoint and ``init_temperature`` is ignored.
+    """
     from open_clip.model import CustomTextCLIP
 
-    cfg = dict(model_cfg or tiny_open_clip_config())
-    for key in ("embed_dim", "vision_cfg", "text_cfg"):
-        if key not in cfg:
-            raise ValueError(f"encoder.model_cfg needs '{key}' (an open_clip model config dict)")
+    from vlexp.encoders.image_towers import open_clip_preprocessing
+
+    cfg = resolve_model_config(model, model_cfg, image_size)
+    path = resolve_checkpoint(pretrained, model)
     vision_cfg, text_cfg = dict(cfg["vision_cfg"]), dict(cfg["text_cfg"])
-    if vision_cfg.get("timm_model_name") or text_cfg.get("hf_model_name"):
-        raise ValueError(
-            "encoder=open_clip builds open_clip's own ViT/text transformer only; for timm or "
-            "Hugging Face towers use encoder=hf_timm"
+    if vision_cfg.get("timm_model_name"):
+        vision_cfg["timm_model_pretrained"] = False  # the trunk's weights come from `pretrained`
+    try:
+        clip = CustomTextCLIP(
+            int(cfg["embed_dim"]), vision_cfg, text_cfg, quick_gelu=bool(cfg.get("quick_gelu"))
         )
-    clip = CustomTextCLIP(
-        int(cfg["embed_dim"]), vision_cfg, text_cfg, quick_gelu=bool(cfg.get("quick_gelu", False))
-    )
-    visual, text = clip.visual, clip.text
-    visual.proj = None  # TwoTower's image_proj replaces it (same width x embed_dim map)
-    text.text_projection = None  # likewise text_proj
-    image_size = vision_cfg.get("image_size", 224)
+    except TypeError as err:
+        raise ValueError(f"encoder: not an open_clip model config ({err})") from err
+    if path is not None:
+        load_open_clip_checkpoint(clip, path)
+    embed_dim = int(cfg["embed_dim"])
+    image_dim, image_proj = _split_projection(clip.visual, "proj", embed_dim)
+    text_dim, text_proj = _split_projection(clip.text, "text_projection", embed_dim)
+    size = vision_cfg.get("image_size", 224)
     context_length = int(text_cfg.get("context_length", 77))
-    return TwoTower(
-        visual,
-        OpenClipTextTower(text),
-        int(vision_cfg["width"]),
-        int(text_cfg["width"]),
+    mean, std = OPENAI_MEAN, OPENAI_STD
+    if model:
+        _, named_mean, named_std = open_clip_preprocessing(str(model))
+        mean, std = named_mean or mean, named_std or std
+    two = TwoTower(
+        clip.visual,
+        OpenClipTextTower(clip.text),
+        image_dim,
+        text_dim,
         OpenClipTokenizer(context_length),
-        embed_dim=int(cfg["embed_dim"]),
+        embed_dim=embed_dim,
         context_length=context_length,
-        image_size=int(image_size if isinstance(image_size, int) else image_size[0]),
-        image_mean=tuple(image_mean),
-        image_std=tuple(image_std),
+        image_size=int(size if isinstance(size, int) else size[-1]),
+        image_mean=tuple(image_mean or mean),
+        image_std=tuple(image_std or std),
         init_temperature=init_temperature,
         max_logit_scale=max_logit_scale,
         learn_temperature=learn_temperature,
     )
+    two.image_proj, two.text_proj = image_proj, text_proj
+    if path is not None:
+        with torch.no_grad():
+            two.log_logit_scale.copy_(clip.logit_scale.detach().reshape(()))
+    return two

@@ -13,22 +13,25 @@ little paired data, training mainly the projection heads on top of them.
 Each tower section (``text:``, ``image:``) takes ``freeze`` (``none`` | ``all`` |
 ``last_n``) and ``last_n``; see :mod:`vlexp.encoders.freezing`. Both presets default to
 frozen towers except their last block, plus the (always trainable) projections: the
-paper's exact choice of frozen layers is not known to us (METHODS.md), so this is
+paper's exact choice of frozen layers is not known to us, so this is
 vlexp's documented default. ``projection`` is ``linear`` (TwoTower's bias-free linear
 map) or ``mlp`` (Linear -> GELU -> Linear, hidden width ``projection_hidden_dim``,
 default the tower width).
+``trunk_cache`` (``auto`` | ``true`` | ``false``) caches the frozen layers' outputs per
+training sample; see :mod:`vlexp.encoders.trunk_cache`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from vlexp.encoders.base import ENCODERS, TwoTower
-from vlexp.encoders.freezing import FreezableMixin, FreezeReport, check_freeze
+from vlexp.encoders.freezing import FreezeReport, check_freeze
 from vlexp.encoders.image_towers import (
     OPEN_CLIP_PREFIX,
     ImageTower,
@@ -46,6 +49,7 @@ from vlexp.encoders.text_towers import (
     resolve_text_model,
 )
 from vlexp.encoders.tokenizers import load_tokenizer, packaged_minilm_dir
+from vlexp.encoders.trunk_cache import check_mode
 from vlexp.encoders.weights import IMAGENET_MEAN, IMAGENET_STD, load_efficientnet_lite0
 
 log = logging.getLogger("vlexp")
@@ -102,6 +106,7 @@ def assemble(
     projection: str,
     projection_hidden_dim: int | None,
     where: str,
+    trunk_cache: str | bool = "auto",
     **two_tower_kwargs: Any,
 ) -> TwoTower:
     """Freeze both towers, add projections and return the :class:`TwoTower`.
@@ -134,18 +139,26 @@ def assemble(
         model.image_proj = _mlp(image_dim, projection_hidden_dim or image_dim, embed_dim)
         model.text_proj = _mlp(text_dim, projection_hidden_dim or text_dim, embed_dim)
     model.freeze_reports = reports
+    model.trunk_cache_mode = check_mode(trunk_cache)
     for side, report in reports.items():
         log.info("%s %s tower: %s", where, side, report)
     return model
 
 
-def frozen_modules(model: TwoTower) -> dict[str, tuple[str, ...]]:
-    """Sub-modules of each tower that stay in eval mode (for inspection and tests)."""
-    return {
-        side: tower.frozen_module_names
-        for side, tower in (("image", model.image_tower), ("text", model.text_tower))
-        if isinstance(tower, FreezableMixin)
-    }
+def _text_folder(model: str | None, weights: str | None, where: str) -> Path:
+    """Local folder of the text model: ``weights`` if given (``model`` naming it), else ``model``."""
+    if weights in (None, ""):
+        return resolve_text_model(model, f"{where}.model")
+    folder = resolve_text_model(weights, f"{where}.weights")
+    if model and Path(str(model)).expanduser().is_dir():
+        if Path(str(model)).expanduser().resolve() != folder.resolve():
+            raise ValueError(
+                f"{where}.model={model} and {where}.weights={weights} are two different folders; "
+                f"set only one of them"
+            )
+    elif model:
+        log.info("%s.model=%s loaded from %s", where, model, folder)
+    return folder
 
 
 @ENCODERS.register("pretrained_small")
@@ -162,6 +175,7 @@ def pretrained_small(
     init_temperature: float = 0.07,
     max_logit_scale: float = 100.0,
     learn_temperature: bool = True,
+    trunk_cache: str | bool = "auto",
 ) -> TwoTower:
     """MiniLM-L6 text tower + ImageNet EfficientNet-Lite0 image tower, both shipped via PyPI.
 
@@ -191,6 +205,7 @@ def pretrained_small(
         init_temperature=init_temperature,
         max_logit_scale=max_logit_scale,
         learn_temperature=learn_temperature,
+        trunk_cache=trunk_cache,
     )
 
 
@@ -208,10 +223,12 @@ def hf_timm(
     init_temperature: float = 0.07,
     max_logit_scale: float = 100.0,
     learn_temperature: bool = True,
+    trunk_cache: str | bool = "auto",
 ) -> TwoTower:
     """Any local Hugging Face text encoder + any timm / open_clip image model with local weights.
 
     ``text``: ``model`` (local folder, or a hub name already in the local HF cache),
+    ``weights`` (local folder holding that model; then ``model`` is only its name),
     ``tokenizer`` (folder; default the model's), ``pooling`` (``cls``/``mean``),
     ``freeze``, ``last_n``. ``image``: ``model`` (timm name or ``open_clip:<arch>``),
     ``weights`` (local file or ``random``), ``kwargs`` (extra ``timm.create_model``
@@ -222,7 +239,7 @@ def hf_timm(
     where = "encoder"
     tcfg = tower_section(
         text,
-        {"model": None, "tokenizer": None, "pooling": "cls", **_FREEZE_DEFAULTS},
+        {"model": None, "weights": None, "tokenizer": None, "pooling": "cls", **_FREEZE_DEFAULTS},
         f"{where}.text",
     )
     icfg = tower_section(
@@ -232,7 +249,7 @@ def hf_timm(
     )
     _check_common(projection, tcfg["pooling"], where)
     # fail fast: every name / path is resolved before anything heavy is built
-    text_dir = resolve_text_model(tcfg["model"], f"{where}.text.model")
+    text_dir = _text_folder(tcfg["model"], tcfg["weights"], f"{where}.text")
     tok_dir = (
         resolve_text_model(tcfg["tokenizer"], f"{where}.text.tokenizer")
         if tcfg["tokenizer"]
@@ -273,4 +290,5 @@ def hf_timm(
         init_temperature=init_temperature,
         max_logit_scale=max_logit_scale,
         learn_temperature=learn_temperature,
+        trunk_cache=trunk_cache,
     )

@@ -37,13 +37,12 @@ class PretrainedTextTower(FreezableMixin, HFTextTower):
 
 
 def _not_local_message(name: str, where: str) -> str:
+    """One line saying that ``name`` is not local and how to make it so."""
     return (
         f"`{where}={name}` is not a local folder (nor a repository in the local Hugging Face "
-        "cache) and vlexp never downloads. Save it once on a machine with network access:\n"
-        f"  from transformers import AutoModel, AutoTokenizer\n"
-        f"  AutoModel.from_pretrained('{name}').save_pretrained('/path/to/dir')\n"
-        f"  AutoTokenizer.from_pretrained('{name}').save_pretrained('/path/to/dir')\n"
-        f"and set {where}=/path/to/dir"
+        "cache) and vlexp never downloads: save it once elsewhere with "
+        f"AutoModel/AutoTokenizer.from_pretrained('{name}').save_pretrained(dir) and set "
+        f"{where}=/path/to/dir"
     )
 
 

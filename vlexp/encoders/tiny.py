@@ -11,9 +11,29 @@ from transformers import BertConfig, BertModel
 
 from vlexp.encoders.base import ENCODERS, HFTextTower, TwoTower
 from vlexp.encoders.tokenizers import load_tokenizer
+from vlexp.registry import Opt
+
+_POSITIVE = Opt(int, lo=1)
+TINY_SCHEMA = {
+    "embed_dim": _POSITIVE,
+    "image_size": _POSITIVE,
+    "patch_size": _POSITIVE,
+    "vision_width": _POSITIVE,
+    "vision_depth": _POSITIVE,
+    "vision_heads": _POSITIVE,
+    "text_width": _POSITIVE,
+    "text_depth": _POSITIVE,
+    "text_heads": _POSITIVE,
+    "context_length": _POSITIVE,
+    "pooling": Opt(choices=("mean", "cls")),
+    "tokenizer": Opt(str, nullable=True),
+    "init_temperature": Opt(float, lo=0.0, hi=1.0, open_lo=True),
+    "max_logit_scale": Opt(float, lo=1.0),
+    "learn_temperature": Opt(bool),
+}
 
 
-@ENCODERS.register("tiny")
+@ENCODERS.register("tiny", schema=TINY_SCHEMA)
 def tiny_two_tower(
     embed_dim: int = 128,
     image_size: int = 64,

@@ -2,6 +2,8 @@
 
 - :func:`read_state_dict`: a state dict from ``.safetensors`` or a torch file, unwrapping
   the usual ``state_dict`` / ``model`` nesting and DDP's ``module.`` prefix.
+- :func:`weights_file`: the file a weights option names (a file, or a folder holding
+  ``model.safetensors`` / ``open_clip_model.safetensors`` / ``pytorch_model.bin``).
 - :func:`load_positional`: load tensors *by position* into a model whose parameter names
   differ from the file's but whose tensors come in the same order, after checking the
   count and every shape.
@@ -63,6 +65,34 @@ def read_state_dict(path: str | os.PathLike, what: str = "weights") -> dict[str,
     if all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state
+
+
+WEIGHT_FILE_NAMES = (
+    "open_clip_model.safetensors",
+    "model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "pytorch_model.bin",
+)
+"""File names looked for, in this order, when a weights option names a folder (the names a
+Hugging Face hub snapshot of a timm or open_clip model uses)."""
+
+
+def weights_file(path: str | os.PathLike, where: str) -> Path | None:
+    """The local weights file ``path`` names: the file itself, or the first of
+    :data:`WEIGHT_FILE_NAMES` in a folder. ``None`` when ``path`` does not exist.
+    """
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        return None
+    for name in WEIGHT_FILE_NAMES:
+        if (path / name).is_file():
+            return path / name
+    raise FileNotFoundError(
+        f"{where}={path}: the folder holds none of {list(WEIGHT_FILE_NAMES)}; pass the weights "
+        "file itself"
+    )
 
 
 def load_positional(model: nn.Module, source: Mapping[str, torch.Tensor], what: str) -> None:

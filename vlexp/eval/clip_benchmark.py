@@ -12,11 +12,12 @@ with a tokenizer returning one tensor, and builds its datasets with the model's 
 * :func:`preprocess` : vlexp's evaluation transform (resize, centre crop, normalise with
   the image tower's size / mean / std).
 
-:func:`load_checkpoint` rebuilds the model of a ``python -m vlexp.run`` checkpoint from its
-run config (``<run dir>/.hydra/config.yaml``); :func:`register` adds the model type
-``vlexp`` to CLIP_benchmark so its command line evaluates vlexp checkpoints::
+:func:`vlexp.cli.clip_benchmark.load_checkpoint` rebuilds the model of a
+``python -m vlexp.run`` checkpoint from its run config (``<run dir>/.hydra/config.yaml``);
+:func:`vlexp.cli.clip_benchmark.register` adds the model type ``vlexp`` to CLIP_benchmark
+so its command line evaluates vlexp checkpoints::
 
-    python -m vlexp.eval.clip_benchmark eval --pretrained outputs/<run>/checkpoints/last.ckpt \\
+    python -m vlexp.cli.clip_benchmark eval --pretrained outputs/<run>/checkpoints/last.ckpt \\
         --dataset cifar10 --dataset_root /data/cifar10 --task zeroshot_classification
 
 (``--model_type vlexp`` is implied; ``--model`` may name the run's config file.) See
@@ -25,10 +26,7 @@ docs/CLIP_BENCHMARK.md, including how CLIP_benchmark's metric names map to vlexp
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,7 +34,6 @@ from torch import nn
 
 from vlexp.data.pipeline import image_transform
 from vlexp.encoders.base import TwoTower
-from vlexp.io import load_torch_file
 
 MODEL_TYPE = "vlexp"
 
@@ -104,84 +101,6 @@ def wrap(
     return ClipBenchmarkModel(model).eval(), preprocess(model), ClipBenchmarkTokenizer(model)
 
 
-# --------------------------------------------------------------------- checkpoints
-def resolve_checkpoint(pretrained: str | os.PathLike) -> Path:
-    """A ``.ckpt`` path, or a run directory (its ``checkpoints/best.ckpt``, else ``last.ckpt``)."""
-    p = Path(pretrained).expanduser()
-    if p.is_file():
-        return p
-    if p.is_dir():
-        for name in ("best.ckpt", "last.ckpt"):
-            if (p / "checkpoints" / name).is_file():
-                return p / "checkpoints" / name
-        raise FileNotFoundError(
-            f"run directory {p} has no checkpoints/best.ckpt or checkpoints/last.ckpt"
-        )
-    raise FileNotFoundError(
-        f"--pretrained {pretrained}: no such checkpoint file or run directory (give the .ckpt "
-        "written by python -m vlexp.run, or its run directory)"
-    )
-
-
-def run_config_path(ckpt: Path, config: str | os.PathLike | None = None) -> Path:
-    """The run config of ``ckpt``: ``config`` when given, else ``<run dir>/.hydra/config.yaml``
-    (the checkpoint lives in ``<run dir>/checkpoints/``)."""
-    path = (
-        Path(config).expanduser()
-        if config
-        else ckpt.resolve().parent.parent / ".hydra" / "config.yaml"
-    )
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no run config at {path}: pass the config of the run that wrote {ckpt} "
-            "(its .hydra/config.yaml) as --model PATH (CLI) or config=PATH"
-        )
-    return path
-
-
-def load_two_tower(
-    ckpt: str | os.PathLike,
-    config: str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
-) -> TwoTower:
-    """The trained :class:`TwoTower` of a vlexp checkpoint (rebuilt from the run's encoder
-    config, weights loaded strictly), in eval mode on ``device``."""
-    from omegaconf import OmegaConf
-
-    from vlexp.encoders import ENCODERS
-
-    path = resolve_checkpoint(ckpt)
-    cfg = OmegaConf.load(run_config_path(path, config))
-    state = load_torch_file(path, "checkpoint", mmap=True)  # tensors and plain values only
-    if isinstance(state, dict):
-        state = state.get("state_dict", state)
-    weights = (
-        {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
-        if isinstance(state, dict)
-        else {}
-    )
-    if not weights:
-        raise ValueError(f"{path} holds no 'model.*' weights; is it a vlexp checkpoint?")
-    model = ENCODERS.build(OmegaConf.to_container(cfg.encoder, resolve=True))
-    model.load_state_dict(weights, strict=True)
-    return model.to(device).eval()
-
-
-def load_checkpoint(
-    model_name: str = MODEL_TYPE,
-    pretrained: str = "",
-    cache_dir: str | None = None,
-    device: str | torch.device = "cpu",
-) -> tuple[ClipBenchmarkModel, Callable[[Any], torch.Tensor], ClipBenchmarkTokenizer]:
-    """CLIP_benchmark loader (``load_clip`` signature): ``pretrained`` is the checkpoint or
-    run directory; ``model_name`` a run config path, or anything else (e.g. ``vlexp``) to
-    use the run directory's ``.hydra/config.yaml``. ``cache_dir`` is unused."""
-    config = model_name if model_name and Path(model_name).expanduser().is_file() else None
-    model = load_two_tower(pretrained, config, device)
-    wrapped, transform, tokenizer = wrap(model)
-    return wrapped.to(device), transform, tokenizer
-
-
 def _topk_accuracy(
     output: torch.Tensor, target: torch.Tensor, topk: Sequence[int] = (1,)
 ) -> list[float]:
@@ -210,38 +129,3 @@ def ensure_compat() -> bool:
         zc.accuracy = _topk_accuracy
         return True
     return False
-
-
-def register() -> None:
-    """Add the ``vlexp`` model type to CLIP_benchmark (its CLI's ``--model_type`` choices)
-    and apply :func:`ensure_compat`."""
-    import clip_benchmark.models as cbm
-
-    ensure_compat()
-    cbm.TYPE2FUNC[MODEL_TYPE] = load_checkpoint
-    if MODEL_TYPE not in cbm.MODEL_TYPES:
-        cbm.MODEL_TYPES.append(MODEL_TYPE)  # the CLI's argparse choices are this list
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """CLIP_benchmark's command line with the ``vlexp`` model type registered (and chosen
-    by default for ``eval``)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    register()
-    if args and args[0] == "eval":
-        if not any(a == "--model_type" or a.startswith("--model_type=") for a in args):
-            args += ["--model_type", MODEL_TYPE]
-        if not any(a == "--model" or a.startswith("--model=") for a in args):
-            args += ["--model", MODEL_TYPE]
-    from clip_benchmark import cli
-
-    old = sys.argv
-    sys.argv = ["clip_benchmark", *args]
-    try:
-        cli.main()
-    finally:
-        sys.argv = old
-
-
-if __name__ == "__main__":
-    main()

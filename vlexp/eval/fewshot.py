@@ -29,7 +29,7 @@ Both choose by accuracy, ties broken by cross-entropy.
 Entry points: the tensor functions (:func:`fit_probe`, :func:`zeroshot_init_probe_kshot`,
 :func:`scratch_probe_kshot`, :func:`zeroshot_init_probe`, :func:`scratch_probe`,
 :func:`fewshot_scores`), :func:`fewshot_curve` for a trained module + datamodule, and
-the command ``python -m vlexp.eval.fewshot ckpt=RUN_DIR/checkpoints/last.ckpt
+the command (:mod:`vlexp.cli.fewshot`) ``python -m vlexp.cli.fewshot ckpt=RUN_DIR/checkpoints/last.ckpt
 [ks=[0,1,2,4,8,16]] [seeds=[0,1,2]] [protocol=kshot|heldout] [max_folds=4]
 [out=fewshot.json] [plot=fewshot.png]``. The checkpoint is read without executing code
 from it (:func:`vlexp.io.load_torch_file`).
@@ -38,10 +38,8 @@ from it (:func:`vlexp.io.load_torch_file`).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -549,7 +547,7 @@ def fewshot_curve(
     shots). ``kwargs`` go to :func:`fewshot_scores` (grids, steps, max_folds).
     """
     check_protocol(protocol)
-    from vlexp.eval.zeroshot import class_embeddings
+    from vlexp.eval.metrics.zeroshot import class_embeddings
 
     datamodule.setup("fit")
     val_es, test_es = datamodule.val_sets[pool_set], datamodule.test_sets[test_set]
@@ -615,116 +613,3 @@ def plot_fewshot_curve(result: dict[str, Any], path: str | Path, title: str = ""
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
-
-
-# --------------------------------------------------------------------------- CLI
-def _run_config(ckpt: Path, config: str | None) -> Any:
-    from omegaconf import OmegaConf
-
-    path = Path(config) if config else ckpt.resolve().parent.parent / ".hydra" / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no run config at {path}; pass config=PATH/TO/.hydra/config.yaml of the run "
-            "that wrote the checkpoint"
-        )
-    return OmegaConf.load(path)
-
-
-def _checkpoint_state_dict(ckpt: str) -> dict[str, torch.Tensor]:
-    """The ``state_dict`` of a vlexp checkpoint, read without executing code from it."""
-    from vlexp.io import load_torch_file
-
-    blob = load_torch_file(ckpt, "checkpoint", mmap=True)
-    if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
-        raise ValueError(
-            f"checkpoint '{ckpt}' has no 'state_dict'; give a .ckpt written by python -m vlexp.run"
-        )
-    return blob["state_dict"]
-
-
-def load_module_and_data(ckpt: str, config: str | None = None) -> tuple[Any, Any]:
-    """The trained two-tower (in a :class:`VLModule` without objective) and its datamodule."""
-    from omegaconf import OmegaConf
-
-    from vlexp.datamodule import VLDataModule
-    from vlexp.encoders import ENCODERS
-    from vlexp.module import VLModule
-    from vlexp.objectives.base import Objective
-
-    state = _checkpoint_state_dict(ckpt)  # first: a refused file stops before any work
-    cfg = _run_config(Path(ckpt), config)
-    model = ENCODERS.build(OmegaConf.to_container(cfg.encoder, resolve=True))
-    model_state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
-    model.load_state_dict(model_state, strict=True)
-    module = VLModule(model, Objective())
-    datamodule = VLDataModule.for_model(cfg, model)
-    return module, datamodule
-
-
-def _parse_args(argv: Sequence[str]) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for arg in argv:
-        if "=" not in arg:
-            raise SystemExit(
-                f"arguments are key=value (got {arg!r}); see `python -m vlexp.eval.fewshot --help`"
-            )
-        key, value = arg.split("=", 1)
-        out[key] = yaml.safe_load(value)
-    return out
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """``python -m vlexp.eval.fewshot ckpt=PATH [ks=[..]] [seeds=[..]] [out=..] [plot=..]``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        raise SystemExit(0)
-    args = _parse_args(argv)
-    if "ckpt" not in args:
-        raise SystemExit("missing ckpt=PATH (a .ckpt written by `python -m vlexp.run`)")
-    allowed = {"ckpt", "config", "ks", "seeds", "out", "plot", "steps", "pool_set", "test_set",
-               "protocol", "max_folds"}  # fmt: skip
-    unknown = sorted(set(args) - allowed)
-    if unknown:
-        raise SystemExit(f"unknown argument(s) {unknown}; accepted: {sorted(allowed)}")
-    protocol = str(args.get("protocol", "kshot"))
-    if protocol not in PROTOCOLS:
-        raise SystemExit(
-            f"protocol={protocol} is not one of {list(PROTOCOLS)} (kshot: hyper-parameters "
-            "from the shots only; heldout: chosen on extra labelled images)"
-        )
-    module, datamodule = load_module_and_data(str(args["ckpt"]), args.get("config"))
-    res = fewshot_curve(
-        module,
-        datamodule,
-        ks=tuple(args.get("ks", (0, 1, 2, 4, 8, 16))),
-        seeds=tuple(args.get("seeds", (0, 1, 2))),
-        pool_set=int(args.get("pool_set", 0)),
-        test_set=int(args.get("test_set", 0)),
-        steps=int(args.get("steps", 300)),
-        protocol=protocol,
-        max_folds=int(args.get("max_folds", KSHOT_MAX_FOLDS)),
-    )
-    res["ckpt"] = str(args["ckpt"])
-    out = Path(args.get("out") or Path(args["ckpt"]).resolve().parent.parent / "fewshot.json")
-    out.write_text(json.dumps(res, indent=1))
-    print(f"protocol: {protocol}" + (" (hyper-parameters chosen on extra labelled images)"
-          if res["uses_extra_labels"] else " (hyper-parameters from the shots only)"))  # fmt: skip
-    print(f"zero-shot: {100 * res['zeroshot']:.2f}%")
-    for i, k in enumerate(res["ks"]):
-        zsi, scr = res["zeroshot_init"]["mean"][i], res["scratch"]["mean"][i]
-        print(
-            f"k={k:>3}: zero-shot init {100 * zsi:6.2f}%   scratch "
-            + ("   n/a" if not math.isfinite(scr) else f"{100 * scr:6.2f}%")
-        )
-    print(f"wrote {out}")
-    if args.get("plot"):
-        plot_fewshot_curve(res, args["plot"])
-        print(f"wrote {args['plot']}")
-    return res
-
-
-if __name__ == "__main__":
-    main()

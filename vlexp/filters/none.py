@@ -9,7 +9,7 @@ import numpy as np
 from vlexp.filters.base import FILTERS, PairFilter
 
 
-@FILTERS.register("none")
+@FILTERS.register("none", schema={})
 class KeepAll(PairFilter):
     """Keeps every pair."""
 

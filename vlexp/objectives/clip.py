@@ -33,7 +33,7 @@ def info_nce(features: GatheredFeatures, logit_scale: torch.Tensor) -> dict[str,
     }
 
 
-@OBJECTIVES.register("clip")
+@OBJECTIVES.register("clip", schema={})
 class ClipObjective(Objective):
     """L = (L_i2t + L_t2i) / 2 with the learnable, clamped temperature of the model."""
 

@@ -26,9 +26,15 @@ from torch import nn
 
 from vlexp.objectives.base import OBJECTIVES, Objective, ObjectiveOutput
 from vlexp.objectives.distributed import GatheredFeatures
+from vlexp.registry import Opt
 
 
-@OBJECTIVES.register("composite")
+@OBJECTIVES.register(
+    "composite",
+    schema={
+        "terms": Opt(dict, each=Opt(registry=OBJECTIVES, fields={"weight": Opt(float, lo=0.0)}))
+    },
+)
 class CompositeObjective(Objective):
     """``sum_t weight_t * L_t`` over the configured terms (see the module docstring)."""
 

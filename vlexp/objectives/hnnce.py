@@ -31,6 +31,7 @@ import torch
 from vlexp.objectives.base import OBJECTIVES, Objective, ObjectiveOutput
 from vlexp.objectives.clip import local_logits
 from vlexp.objectives.distributed import GatheredFeatures
+from vlexp.registry import Opt
 
 
 def _positive_mask(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
@@ -96,7 +97,16 @@ def hnnce_direction(
     return (log_den - s_pos).mean()
 
 
-@OBJECTIVES.register("hnnce")
+@OBJECTIVES.register(
+    "hnnce",
+    schema={
+        "alpha": Opt(float, lo=0.0),
+        "beta1": Opt(float, lo=0.0),
+        "beta2": Opt(float, lo=0.0, nullable=True),
+        "reduction": Opt(choices=("mean", "sum")),
+        "detach_weights": Opt(bool),
+    },
+)
 class HNNCEObjective(Objective):
     """HN-NCE in both directions; ``L = (L_i2t + L_t2i) / 2`` (``reduction=mean``).
 

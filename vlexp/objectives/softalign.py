@@ -69,7 +69,7 @@ rank holds its ``B_local`` rows against all ``B_global`` gathered columns; posit
 ``features.labels`` and the teacher softmax runs over the same gathered columns, so the
 averaged gradient equals that of one process holding the whole batch.
 
-The distillation weight ``a_t`` follows a :class:`~vlexp.objectives.schedules.WeightRamp`
+The distillation weight ``a_t`` follows a :class:`~vlexp.schedules.Ramp`
 of ``progress`` from 0 to ``alpha_max``; being a pure function of progress (global step),
 it resumes with the trainer. Logged components: ``loss_i2t``, ``loss_t2i``,
 ``softalign_alpha`` (``a_t``), ``soft_share`` (share of the global batch with soft targets)
@@ -92,7 +92,8 @@ from torch import nn
 from vlexp.objectives.base import OBJECTIVES, Objective, ObjectiveOutput
 from vlexp.objectives.clip import local_logits
 from vlexp.objectives.distributed import GatheredFeatures
-from vlexp.objectives.schedules import WeightRamp
+from vlexp.registry import Opt
+from vlexp.schedules import weight_ramp
 
 SELECTIONS = ("random", "least_confident")
 TEACHERS = ("self", "ema")
@@ -225,7 +226,23 @@ def target_entropy(targets: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------- objective
-@OBJECTIVES.register("softalign")
+@OBJECTIVES.register(
+    "softalign",
+    schema={
+        "soft_share": Opt(float, lo=0.0, hi=1.0),
+        "selection": Opt(choices=SELECTIONS),
+        "alpha_max": Opt(float, lo=0.0, hi=1.0),
+        "schedule": Opt(choices=("linear", "cosine", "constant")),
+        "ramp_end": Opt(float, lo=0.0, hi=1.0),
+        "ramp_start": Opt(float, lo=0.0, hi=1.0),
+        "teacher_temperature": Opt(float, lo=0.0, open_lo=True),
+        "use_student_scale": Opt(bool),
+        "teacher": Opt(choices=TEACHERS),
+        "ema_decay": Opt(float, lo=0.0, hi=1.0, open_lo=True, open_hi=True),
+        "ema_encoder": Opt(dict, nullable=True),
+        "seed": Opt(int, nullable=True),
+    },
+)
 class SoftAlignObjective(Objective):
     """Symmetric cross-entropy against partly soft, self-distilled targets.
 
@@ -293,7 +310,7 @@ class SoftAlignObjective(Objective):
                 f"objective.schedule must be linear, cosine or constant, got {schedule!r}"
             )
         try:
-            self.ramp = WeightRamp(
+            self.ramp = weight_ramp(
                 kind=schedule,
                 max_value=float(alpha_max),
                 end=float(ramp_end),

@@ -7,7 +7,7 @@ import numpy as np
 from vlexp.samplers.base import SAMPLERS, PlannedBatchSampler
 
 
-@SAMPLERS.register("random")
+@SAMPLERS.register("random", schema={})
 class RandomBatchSampler(PlannedBatchSampler):
     """A fresh permutation per epoch, cut into global batches (the remainder is dropped)."""
 

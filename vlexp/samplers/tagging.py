@@ -6,7 +6,7 @@ TOnICS groups pairs by the objects they show. ``sampler.tagging.source`` picks t
 * ``captions`` -- the captions tagged with an ontology by
   :class:`~vlexp.data.tags.CaptionTagger` (``tagging.ontology``, ``tagging.backend``), on
   the fly at start-up, or read from a tag file written once by
-  ``python -m vlexp.data.tag_pass`` (``tagging.path``).
+  ``python -m vlexp.cli.tag`` (``tagging.path``).
 * ``auto`` (default) -- the data's tags when they cover at least
   ``sampler.min_tag_coverage`` of the pairs; otherwise the captions are tagged and the
   better-covering of the two is used.

@@ -15,7 +15,7 @@ global batches:
 
 Batch ``b`` of epoch ``e`` is a same-object batch with probability ``p(progress)``,
 ``progress = (e * batches_per_epoch + b) / total``, from a schedule in
-:mod:`vlexp.samplers.schedules`. ``total`` is ``total_steps`` (the trainer's
+:mod:`vlexp.schedules`. ``total`` is ``total_steps`` (the trainer's
 ``max_steps``; it counts sampler batches, so with gradient accumulation pass
 ``max_steps * accumulate_grad_batches``) or, when that is ``None``,
 ``epochs * batches_per_epoch`` from this sampler's ``epochs`` option. The paper's exact
@@ -24,12 +24,12 @@ schedule, weighting and policies are unknown to us: every default here is our ch
 Options (all config keys of ``conf/sampler/tonics.yaml``):
 
 ``schedule`` (default ``"linear"``: 0 -> 1 over the first 80% of training, then 1)
-    A schedule name or ``{name: ..., <kwargs>}``; see :mod:`vlexp.samplers.schedules`.
+    A schedule name or ``{name: ..., <kwargs>}``; see :mod:`vlexp.schedules`.
     The default ends training in same-object batches only, the curriculum's end state.
 ``ontology_walk`` (default ``False``)
     ``True`` or ``{start: .., end: ..}``: same-object groups walk from the ontology's
     roots (a group holds every pair tagged with the class or any descendant) down to
-    leaf classes over training (:class:`~vlexp.samplers.schedules.OntologyWalk`).
+    leaf classes over training (:class:`~vlexp.schedules.OntologyWalk`).
     ``False``: every class is its own group.
 ``object_weighting`` (default ``"pairs"``)
     How a same-object batch draws its group: ``"pairs"`` (proportional to the group's
@@ -74,7 +74,7 @@ class hands rank ``r`` its slice of each global batch and resumes exactly from
 ``{"epoch", "batches_done"}``. Everything is flat numpy (the tag table's CSR arrays plus
 one CSR index of pairs per group), no per-pair Python objects.
 
-``stats`` (logged as ``sampler/<key>`` by :class:`vlexp.callbacks.SamplerStatsCallback`)
+``stats`` (logged as ``sampler/<key>`` by :class:`vlexp.train.callbacks.SamplerStatsCallback`)
 holds, after each yielded batch: ``same_object_prob`` (the schedule's probability at
 this batch), ``same_object_batch`` (1.0 if this batch is a same-object batch),
 ``same_object_share`` (share of same-object batches in the epoch so far),
@@ -97,8 +97,9 @@ from typing import Any
 import numpy as np
 
 from vlexp.data.types import TagTable
+from vlexp.registry import Opt
 from vlexp.samplers.base import SAMPLERS, PlannedBatchSampler
-from vlexp.samplers.schedules import OntologyWalk, Schedule, build_schedule
+from vlexp.schedules import SCHEDULES, OntologyWalk, Schedule, build_schedule
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,31 @@ SMALL_OBJECT_POLICIES = ("parent", "replacement", "skip")
 UNTAGGED_POLICIES = ("diverse_only", "drop")
 OBJECT_WEIGHTINGS = ("pairs", "sqrt", "uniform")
 TAG_CHOICES = ("uniform", "rarest")
+
+_PROB = Opt(float, lo=0.0, hi=1.0)
+_TAGGING_SCHEMA = {
+    "source": Opt(choices=("data", "captions", "auto")),
+    "ontology": Opt(str),
+    "backend": Opt(choices=("auto", "rules", "spacy")),
+    "lemmatize": Opt(bool),
+    "path": Opt(str, nullable=True),
+}
+TONICS_SCHEMA = {
+    "schedule": Opt(registry=SCHEDULES),
+    "ontology_walk": Opt(
+        (bool, dict), fields={"start": _PROB, "end": _PROB}, doc="true/false or {start, end}"
+    ),
+    "object_weighting": Opt(choices=OBJECT_WEIGHTINGS),
+    "small_object_policy": Opt(choices=SMALL_OBJECT_POLICIES),
+    "untagged_policy": Opt(choices=UNTAGGED_POLICIES),
+    "diverse_tag_choice": Opt(choices=TAG_CHOICES),
+    "min_object_pairs": Opt(int, lo=1),
+    "epochs": Opt(int, lo=1, nullable=True),
+    "min_tag_coverage": _PROB,
+    "allow_low_coverage": Opt(bool),
+    "index_chunk_pairs": Opt(int, lo=1),
+    "tagging": Opt(dict, fields=_TAGGING_SCHEMA, nullable=True),
+}
 
 
 # --------------------------------------------------------------------------- ontology
@@ -258,7 +284,7 @@ class EpochPlan:
 
 
 # --------------------------------------------------------------------------- sampler
-@SAMPLERS.register("tonics")
+@SAMPLERS.register("tonics", schema=TONICS_SCHEMA)
 class TonicsBatchSampler(PlannedBatchSampler):
     """Diverse batches first, same-object batches progressively (see module docstring)."""
 
@@ -628,7 +654,7 @@ def _rarest_tags(tags: TagTable) -> np.ndarray:
 _HOW_TO_TAG = (
     "tag the captions with the packaged COCO ontology: sampler.tagging.source=captions "
     "(on the fly; sampler.tagging.ontology=<json> for another ontology), or once with "
-    "`python -m vlexp.data.tag_pass data=...` then sampler.tagging.path=<its tag file>"
+    "`python -m vlexp.cli.tag data=...` then sampler.tagging.path=<its tag file>"
 )
 _NO_TAGS = f"sampler=tonics needs object tags but the training pairs have none: {_HOW_TO_TAG}"
 

@@ -101,14 +101,6 @@ def parents() -> np.ndarray:
     return out
 
 
-def family_of(leaf: str) -> str:
-    """Family name of a leaf class name."""
-    for family, leaves in FAMILIES.items():
-        if leaf in leaves:
-            return family
-    raise ValueError(f"unknown leaf class {leaf!r}; expected one of {LEAF_CLASSES}")
-
-
 def article(word: str) -> str:
     """``"an"`` before a vowel-initial word, else ``"a"``."""
     return "an" if word[:1] in "aeiou" else "a"

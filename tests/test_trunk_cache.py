@@ -1,0 +1,208 @@
+"""Cached frozen trunks: same gradients and weights as the uncached towers, keyed rows."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vlexp.data.pipeline import image_transform
+from vlexp.encoders import ENCODERS
+from vlexp.encoders.trunk_cache import (
+    TrunkCacheError,
+    TrunkInputs,
+    build_trunk_cache,
+    frozen_block_count,
+)
+
+SIZE = 64
+CAPTIONS = [
+    "a red circle left of a blue square",
+    "two green triangles",
+    "a small yellow star above a large circle",
+    "a purple square",
+    "a blue circle chasing a red triangle",
+    "three stars",
+]
+
+
+def _model(last_n: int = 1, image_freeze: str = "last_n") -> torch.nn.Module:
+    torch.manual_seed(0)
+    return ENCODERS.build(
+        {
+            "name": "pretrained_small",
+            "image_size": SIZE,
+            "embed_dim": 32,
+            "text": {"last_n": last_n},
+            "image": {"freeze": image_freeze, "last_n": last_n},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return _model()
+
+
+def _inputs(num: int = 100, dataset: str = "d0", images: bool = True) -> TrunkInputs:
+    return TrunkInputs(
+        num_samples=num,
+        dataset=dataset,
+        images_deterministic=images,
+        image_preprocessing={"size": SIZE},
+        text_preprocessing={"context_length": 32},
+    )
+
+
+def _batch(model: torch.nn.Module, index: list[int]) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randn(len(CAPTIONS), 3, SIZE, SIZE, generator=gen)
+    tokens = model.tokenize(CAPTIONS)
+    rows = torch.as_tensor(index) % len(CAPTIONS)
+    return {
+        "image": images[rows],
+        "input_ids": tokens["input_ids"][rows],
+        "attention_mask": tokens["attention_mask"][rows],
+        "index": torch.as_tensor(index),
+    }
+
+
+def _clip_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    logits = scale * image @ text.T
+    target = torch.arange(len(image))
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def _train(model, batches, cache=None, steps_per_batch: int = 1):
+    """AdamW steps on ``batches``; returns the gradients of every step and final weights."""
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    grads = []
+    for step, batch in enumerate(batches):
+        torch.manual_seed(100 + step)  # dropout of the trainable top layers
+        if cache is None:
+            image = model.encode_image(batch["image"])
+            text = model.encode_text(batch["input_ids"], batch["attention_mask"])
+        else:
+            image, text = cache.encode(model, batch)
+        loss = _clip_loss(image, text, model.logit_scale())
+        opt.zero_grad()
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+        opt.step()
+    return grads, {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.slow
+def test_gradients_and_weights_equal_uncached(model, tmp_path) -> None:
+    ref_model, cached_model = copy.deepcopy(model), copy.deepcopy(model)
+    cache = build_trunk_cache(cached_model, "true", _inputs(), tmp_path)
+    assert cache is not None and cache.image is not None and cache.text is not None
+    # overlapping batches: the second and third read rows the first stored
+    batches = [
+        _batch(model, [0, 1, 2, 3]),
+        _batch(model, [2, 3, 4, 5]),
+        _batch(model, [5, 0, 3, 1]),
+    ]
+    ref_grads, ref_weights = _train(ref_model, batches)
+    grads, weights = _train(cached_model, batches, cache)
+    assert cache.image.rows_computed == 6 and cache.text.rows_computed == 6
+    for ref, got in zip(ref_grads, grads):
+        assert ref.keys() == got.keys() and len(ref) > 10
+        for name in ref:
+            torch.testing.assert_close(got[name], ref[name], rtol=1e-4, atol=1e-6, msg=name)
+    for name in ref_weights:
+        torch.testing.assert_close(weights[name], ref_weights[name], rtol=1e-5, atol=1e-6)
+    # frozen parts stayed in eval mode in the cached run too
+    assert not cached_model.text_tower.model.encoder.layer[0].training
+    assert cached_model.text_tower.model.encoder.layer[-1].training
+
+
+@pytest.mark.slow
+def test_stored_rows_are_trunk_outputs_in_float64(model, tmp_path) -> None:
+    """Stored rows against the full tower's hidden states computed in float64."""
+    cache = build_trunk_cache(model, "auto", _inputs(), tmp_path)
+    batch = _batch(model, [0, 1, 2])
+    rows = cache.text.features(batch["index"], batch["input_ids"], batch["attention_mask"])
+    ref_model = copy.deepcopy(model.text_tower.model).double().eval()
+    with torch.no_grad():
+        hidden = ref_model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            output_hidden_states=True,
+        ).hidden_states[cache.text.split.frozen_blocks]
+    mask = batch["attention_mask"].bool()
+    torch.testing.assert_close(rows[mask].double(), hidden[mask], rtol=1e-4, atol=1e-4)
+
+
+def _folder(model, tmp_path, inputs: TrunkInputs, side: str = "text"):
+    cache = build_trunk_cache(model, "auto", inputs, tmp_path)
+    return getattr(cache, side).store.folder
+
+
+@pytest.mark.slow
+def test_cache_reused_and_invalidated(model, tmp_path) -> None:
+    base = _folder(model, tmp_path, _inputs())
+    assert base == _folder(model, tmp_path, _inputs())  # same key: same rows
+    # a second cache object with the same key reads the rows, computes none
+    batch = _batch(model, [0, 1])
+    first = build_trunk_cache(model, "auto", _inputs(), tmp_path)
+    a = first.text.features(batch["index"], batch["input_ids"], batch["attention_mask"])
+    second = build_trunk_cache(model, "auto", _inputs(), tmp_path)
+    b = second.text.features(batch["index"], batch["input_ids"], batch["attention_mask"])
+    assert second.text.rows_computed == 0 and torch.equal(a, b)
+    # dataset, freeze point and weights each select another folder
+    assert _folder(model, tmp_path, _inputs(dataset="d1")) != base
+    assert _folder(_model(last_n=2), tmp_path, _inputs()) != base
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        changed.text_tower.model.encoder.layer[0].output.dense.bias.add_(1e-3)
+    assert _folder(changed, tmp_path, _inputs()) != base
+    image_base = _folder(model, tmp_path, _inputs(), "image")
+    with torch.no_grad():
+        changed.image_tower.model.bn1.running_mean.add_(1e-3)  # a buffer counts too
+    assert _folder(changed, tmp_path, _inputs(), "image") != image_base
+    # a trainable (top) weight does not invalidate the trunk rows
+    top_changed = copy.deepcopy(model)
+    with torch.no_grad():
+        top_changed.text_tower.model.encoder.layer[-1].output.dense.bias.add_(1.0)
+        top_changed.image_tower.model.conv_head.weight.mul_(2.0)
+    assert _folder(top_changed, tmp_path, _inputs()) == base
+    assert _folder(top_changed, tmp_path, _inputs(), "image") == image_base
+
+
+def test_random_crop_leaves_images_uncached(model, tmp_path) -> None:
+    cache = build_trunk_cache(model, "auto", _inputs(images=False), tmp_path)
+    assert cache.image is None and cache.text is not None
+    with pytest.raises(TrunkCacheError, match="train_crop_scale=null") as err:
+        build_trunk_cache(model, "true", _inputs(images=False), tmp_path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(TrunkCacheError, match="streams"):
+        build_trunk_cache(model, "true", _inputs(num=0), tmp_path)
+    assert build_trunk_cache(model, "false", _inputs(), tmp_path) is None
+    with pytest.raises(ValueError, match="auto"):
+        build_trunk_cache(model, "sometimes", _inputs(), tmp_path)
+
+
+def test_nothing_cached_when_the_stem_trains(tmp_path) -> None:
+    m = _model(image_freeze="none")
+    assert frozen_block_count(m.image_tower) is None
+    cache = build_trunk_cache(m, "true", _inputs(), tmp_path)
+    assert cache.image is None and cache.text is not None
+
+
+def test_fixed_train_transform_ignores_the_seed() -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (80, 72, 3), dtype=np.uint8))
+    fixed = image_transform(64, (0.5,) * 3, (0.5,) * 3, True, None)
+    evaluation = image_transform(64, (0.5,) * 3, (0.5,) * 3, False)
+    assert torch.equal(fixed(img, 1), fixed(img, 2))
+    assert torch.equal(fixed(img, 1), evaluation(img))
+    cropped = image_transform(64, (0.5,) * 3, (0.5,) * 3, True, (0.5, 0.6))
+    assert not torch.equal(cropped(img, 1), cropped(img, 2))

@@ -1,0 +1,1 @@
+"""Readers of training pairs: CSV/parquet tables, tar-shard streams, in-memory lists."""

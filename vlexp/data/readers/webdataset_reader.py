@@ -1,0 +1,637 @@
+"""`WebDatasetPairs`: streaming image-caption pairs from img2dataset-style tar shards.
+
+An :class:`~torch.utils.data.IterableDataset` yielding the pair item dict
+(``image``, ``caption``, ``tags``, ``label``, ``index``, plus ``key``, the sample's key).
+
+Ordering and splitting, per epoch:
+
+* **Not resampled** (default): each source's shard list is permuted with a seed shared
+  by all ranks (``seed``, ``epoch``) and dealt out, first to ranks
+  (``shards[rank::world_size]``), then to the rank's DataLoader workers, so one epoch
+  covers every sample exactly once. Ranks can get different sample counts when shards do not
+  divide evenly (use ``resampled`` for DDP runs that need equal batch counts).
+* **Resampled** (``resampled=True``): every reader draws shards with replacement and
+  stops after a fixed quota; each rank yields ``samples_per_epoch // world_size`` samples
+  split near-equally over its workers, so every rank has the same number of batches.
+
+Several sources (``sources=[spec, ...]``) are interleaved sample by sample with
+probabilities ``weights`` (default: proportional to their known sizes, else equal).
+Samples pass a shuffle buffer of raw (undecoded) records before decoding.
+
+Fields: the image is the first of ``jpg/jpeg/png/webp``; the caption is ``.txt`` (else
+the ``.json`` ``caption``; text that is not valid UTF-8 makes the sample bad); tags are
+the ``.json`` field ``tags`` and the label its ``label`` (-1 when absent). Tag and label
+names map to class ids through ``class_names``, else ``classes.json`` next to the shards,
+else the sorted names found in the shards (:func:`class_names_in_shards`, e.g.
+img2dataset output with ``label``/``tags`` columns); integers are taken as ids.
+``index`` is the sample's global position (shard offsets from
+``sizes.json``/``_stats.json``), -1 when sizes are unknown.
+
+Bad records are skipped and counted per reason in ``self.bad``; a shard cut short counts
+the samples it lost (``sizes.json`` knows how many it should hold; at least one when
+unknown). Under the datamodule the counter is deferred (see :mod:`vlexp.data.bad_samples`):
+items carry their records to the main process, and with ``batch_size`` set each worker
+yields whole batches only, the records of its last partial batch riding on its last full
+one, so the counts do not depend on the number of workers.
+
+Which samplers work: a stream has no random access, so batch-planning samplers
+(``random``, ``tonics``, ...) need the map-style :class:`vlexp.data.shards.index.IndexedShardPairs`
+built from a one-off :func:`vlexp.data.shards.index.index_shards` pass.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlexp.data import bad_samples as R
+from vlexp.data.bad_samples import BAD_SAMPLES_KEY, BadSampleCounter, attach_log, merge_logs
+from vlexp.data.records import (
+    IMAGE_ERRORS,
+    IMAGE_EXTS,
+    ClassVocab,
+    clean_caption,
+    decode_image,
+    names_found,
+)
+from vlexp.data.shards.listing import (
+    distributed_rank_world,
+    is_local,
+    list_shards,
+    local_path,
+    open_shard,
+    quota,
+    read_sizes,
+    split_by_node_and_worker,
+    worker_id_count,
+)
+from vlexp.data.shards.tario import RawSample, TarCorrupt, TarTruncated, tar_samples
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------- record parsing
+def parse_text_fields(
+    raw: RawSample, vocab: ClassVocab | None, counter: BadSampleCounter
+) -> tuple[str, list[int], int] | None:
+    """Caption, tag ids and label of a raw sample; None (counted) when it has no caption."""
+    where = f"{raw.url}:{raw.key}"
+    meta, json_encoding = _json_meta(raw, counter, where)
+    caption = None
+    txt = raw.fields.get("txt")
+    if txt is not None:
+        try:
+            caption = clean_caption(txt.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            counter.add(R.BAD_ENCODING, f"{where}.txt is not valid UTF-8 ({e}): {txt[:80]!r}")
+            return None
+    if caption is None:
+        caption = clean_caption(meta.get("caption"))
+    if caption is None:
+        if json_encoding and txt is None:
+            counter.add(R.BAD_ENCODING, f"{where}.json is not valid UTF-8")
+            return None
+        has_any = txt is not None or "caption" in meta
+        counter.add(R.EMPTY_CAPTION if has_any else R.MISSING_CAPTION, where)
+        return None
+    tags_raw = meta.get("tags") or []
+    if not isinstance(tags_raw, list):
+        tags_raw = [tags_raw]
+    if vocab is not None:
+        tags = vocab.tag_ids(tags_raw, counter, where)
+        label = vocab.label_id(meta.get("label"), counter, where)
+    else:
+        tags = [int(t) for t in tags_raw if isinstance(t, int) and not isinstance(t, bool)]
+        if len(tags) != len(tags_raw):
+            counter.note(
+                R.UNKNOWN_TAG, f"{where}: tag names without a class list (pass class_names)"
+            )
+        label = meta.get("label", -1)
+        if not isinstance(label, int) or isinstance(label, bool):
+            if label is not None:
+                counter.note(R.UNKNOWN_LABEL, f"{where}: label {label!r} without a class list")
+            label = -1
+    return caption, tags, label
+
+
+def _json_meta(
+    raw: RawSample, counter: BadSampleCounter | None, where: str
+) -> tuple[dict[str, Any], bool]:
+    """The sample's ``.json`` object ({} when absent or bad, noted) and whether it failed
+    for not being UTF-8."""
+    data = raw.fields.get("json")
+    if data is None:
+        return {}, False
+    try:
+        meta = json.loads(data)
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as e:
+        if counter is not None:
+            counter.note(R.BAD_JSON, f"{where}: {e}")
+        return {}, isinstance(e, UnicodeDecodeError)
+    return meta, False
+
+
+def _names_in(meta: dict[str, Any]) -> tuple[list[Any], Any]:
+    tags = meta.get("tags") or []
+    return (tags if isinstance(tags, list) else [tags]), meta.get("label")
+
+
+def class_names_in_shards(urls: Sequence[str]) -> list[str] | None:
+    """Sorted class names used by the ``.json`` ``tags``/``label`` fields of local shards,
+    or None when the first shard uses none (ids only, or no tags at all).
+
+    img2dataset writes ``<shard>.parquet`` next to each shard; its ``tags``/``label``
+    columns are read when present, else the shards' ``.json`` members (image bytes are
+    skipped).
+    """
+    local = [u for u in urls if is_local(u)]
+    first = _shard_names(local[0]) if local else []
+    if not first:
+        return None
+    found = set(first)
+    for url in local[1:]:
+        found.update(_shard_names(url))
+    return sorted(found)
+
+
+def _shard_names(url: str) -> list[str]:
+    """Class names used by one shard (its img2dataset parquet when it has the columns)."""
+    table = Path(local_path(url)).with_suffix(".parquet")
+    if table.is_file():
+        names = _parquet_names(table)
+        if names is not None:
+            return names
+    tags: list[list[Any]] = []
+    labels: list[Any] = []
+    dummy = BadSampleCounter(1.0, log_first=0)
+    for raw in iter_shard(url, dummy, want=lambda f: f == "json"):
+        meta, _ = _json_meta(raw, None, "")
+        t, label = _names_in(meta)
+        tags.append(t)
+        labels.append(label)
+    return names_found(tags, labels)
+
+
+def _parquet_names(path: Path) -> list[str] | None:
+    """Names in an img2dataset parquet's ``tags``/``label`` columns (successful rows
+    only); None when it has neither column or cannot be read."""
+    import pyarrow.parquet as pq
+
+    try:
+        columns = set(pq.read_schema(path).names)
+        wanted = [c for c in ("tags", "label", "status") if c in columns]
+        if "tags" not in wanted and "label" not in wanted:
+            return None
+        df = pq.read_table(path, columns=wanted).to_pandas()
+    except (OSError, ValueError):
+        return None
+    if "status" in df:
+        df = df[df["status"] == "success"]
+    tags = [_as_list(t) for t in df["tags"]] if "tags" in df else []
+    labels = df["label"].tolist() if "label" in df else []
+    return names_found(tags, labels)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or isinstance(value, float):
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(value)
+
+
+def image_field(raw: RawSample) -> str | None:
+    """The field holding the sample's image (first of jpg/jpeg/png/webp), or None."""
+    for ext in IMAGE_EXTS:
+        if ext in raw.fields:
+            return ext
+    return None
+
+
+def iter_shard(
+    url: str,
+    counter: BadSampleCounter,
+    expected: int | None = None,
+    want: Callable[[str], bool] | None = None,
+) -> Iterator[RawSample]:
+    """Raw samples of one shard; a shard that cannot be opened or read to its end is
+    counted after yielding what it had: ``truncated_tar`` / ``unreadable_shard`` once per
+    sample lost (``expected - read`` when the shard's size is known, else at least one).
+    ``want(field)`` False skips a field's bytes (its span is still recorded)."""
+    n = 0
+    try:
+        with open_shard(url) as stream:
+            for raw in tar_samples(stream, url, want):
+                n += 1
+                yield raw
+    except TarTruncated as e:
+        _count_lost(counter, R.TRUNCATED_TAR, url, f"{e}", n, expected)
+        return
+    except (TarCorrupt, OSError, ValueError) as e:
+        _count_lost(counter, R.UNREADABLE_SHARD, url, f"{type(e).__name__}: {e}", n, expected)
+        return
+    if expected is not None and n < expected:
+        _count_lost(counter, R.TRUNCATED_TAR, url, "the archive ends early", n, expected)
+
+
+def _count_lost(
+    counter: BadSampleCounter, reason: str, url: str, why: str, n: int, expected: int | None
+) -> None:
+    """Count the samples a broken shard lost (what its known size says, else one)."""
+    if expected is None:
+        counter.add(reason, f"{url}: {why}; read {n} samples, size unknown: at least 1 lost")
+        return
+    lost = expected - n
+    detail = f"{url}: {why}; read {n} of {expected} samples, {max(lost, 0)} lost"
+    if lost > 0:
+        counter.lost(reason, lost, detail)
+    else:
+        counter.note(reason, detail)
+
+
+def _shuffle_buffer(stream: Iterable[Any], size: int, rng: np.random.Generator) -> Iterator[Any]:
+    """Approximate shuffle: a buffer of ``size`` items, a random one out per item in."""
+    if size <= 1:
+        yield from stream
+        return
+    buf: list[Any] = []
+    for x in stream:
+        if len(buf) < size:
+            buf.append(x)
+            continue
+        k = int(rng.integers(len(buf)))
+        buf[k], x = x, buf[k]
+        yield x
+    rng.shuffle(buf)  # type: ignore[arg-type]
+    yield from buf
+
+
+def _mix(
+    streams: list[Iterator[Any]], weights: np.ndarray, rng: np.random.Generator
+) -> Iterator[Any]:
+    """Interleave streams, picking the next one with probability ~ weight until all end."""
+    live = list(range(len(streams)))
+    while live:
+        w = weights[live]
+        p = w / w.sum() if w.sum() > 0 else None  # only zero-weight streams left: uniform
+        k = live[int(rng.choice(len(live), p=p))] if len(live) > 1 else live[0]
+        try:
+            yield next(streams[k])
+        except StopIteration:
+            live.remove(k)
+
+
+class WebDatasetPairs(torch.utils.data.IterableDataset):
+    """Streaming pairs from tar shards (see the module docstring).
+
+    Args:
+        urls: one source: a shard spec (``/data/{00000..00099}.tar``, a directory, a
+            glob, ``::``-joined specs) or a list of shard urls.
+        sources: several sources instead (each a spec or a list of urls).
+        weights: mixing weights of ``sources``.
+        rank, world_size: this process's place among the ranks (default: from
+            torch.distributed, else the RANK/WORLD_SIZE environment variables).
+        shuffle_buffer: size of the shuffle buffer of raw records (0/1: none).
+        shuffle_shards: permute the shard order every epoch.
+        seed: base seed; the order depends on (seed, epoch) only.
+        resampled: draw shards with replacement, ``samples_per_epoch`` per epoch.
+        samples_per_epoch: global samples per epoch when resampled (default: all known).
+        batch_size: every worker yields whole batches only (a loader with
+            ``drop_last`` would drop the rest): when resampled, every worker's share is a
+            multiple of it, so each rank yields ``samples_per_rank() // batch_size``
+            batches; under a deferred counter the records of a worker's dropped partial
+            batch ride on its last full batch.
+        class_names: list or ``classes.json`` path (default: ``classes.json`` by the shards).
+        max_bad_fraction, min_samples: the bad-sample ceiling (see ``bad_samples``).
+    """
+
+    def __init__(
+        self,
+        urls: str | Sequence[str] | None = None,
+        *,
+        sources: Sequence[str | Sequence[str]] | None = None,
+        weights: Sequence[float] | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        shuffle_buffer: int = 1000,
+        shuffle_shards: bool = True,
+        seed: int = 0,
+        resampled: bool = False,
+        samples_per_epoch: int | None = None,
+        batch_size: int | None = None,
+        class_names: Sequence[str] | str | os.PathLike | None = None,
+        max_bad_fraction: float = 0.01,
+        min_samples: int = 1000,
+    ) -> None:
+        super().__init__()
+        if (urls is None) == (sources is None):
+            raise ValueError("give exactly one of urls (one source) or sources (several)")
+        specs = [urls] if urls is not None else list(sources)  # type: ignore[arg-type]
+        self.shards: list[list[str]] = [list_shards(s) for s in specs]
+        if weights is not None and len(weights) != len(self.shards):
+            raise ValueError(f"{len(weights)} weights for {len(self.shards)} sources")
+        if rank is None or world_size is None:
+            rank_env, world_env = distributed_rank_world()
+            rank = rank_env if rank is None else rank
+            world_size = world_env if world_size is None else world_size
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world_size {world_size}")
+        self.rank, self.world_size = int(rank), int(world_size)
+        if not resampled:
+            fewest = min(len(s) for s in self.shards)
+            if fewest < self.world_size:
+                raise ValueError(
+                    f"a source has {fewest} shards for {self.world_size} ranks: some ranks would "
+                    "get no data; use resampled=True or write more, smaller shards"
+                )
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.shuffle_shards = shuffle_shards
+        self.seed = int(seed)
+        self.resampled = resampled
+        self.max_bad_fraction, self.min_samples = max_bad_fraction, min_samples
+
+        all_urls = [u for s in self.shards for u in s]
+        self.sizes = read_sizes(all_urls)
+        self.offsets: dict[str, int] | None = None
+        if all(u in self.sizes for u in all_urls):
+            starts = np.cumsum([0] + [self.sizes[u] for u in all_urls])
+            self.offsets = dict(zip(all_urls, starts[:-1].tolist()))
+        totals = [sum(self.sizes.get(u, 0) for u in s) for s in self.shards]
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64)
+        elif all(t > 0 for t in totals) and self.offsets is not None:
+            w = np.asarray(totals, dtype=np.float64)
+        else:
+            w = np.ones(len(self.shards))
+        if (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"mixing weights must be >= 0 with a positive sum, got {w.tolist()}")
+        self.weights = w / w.sum()
+        self.num_known_samples = sum(totals) if self.offsets is not None else None
+        if resampled:
+            if samples_per_epoch is None:
+                if self.num_known_samples is None:
+                    raise ValueError(
+                        "resampled=True needs samples_per_epoch (no sizes.json/_stats.json "
+                        "next to the shards to count them)"
+                    )
+                samples_per_epoch = self.num_known_samples
+            if samples_per_epoch < self.world_size:
+                raise ValueError(
+                    f"samples_per_epoch {samples_per_epoch} < world_size {self.world_size}"
+                )
+        self.samples_per_epoch = samples_per_epoch
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        if resampled and batch_size and self.samples_per_rank() == 0:
+            raise ValueError(
+                f"samples_per_epoch {samples_per_epoch} gives each of {self.world_size} ranks "
+                f"less than one batch of {batch_size}"
+            )
+        self.vocab = self._resolve_vocab(class_names)
+        self.bad = BadSampleCounter(
+            max_bad_fraction, min_samples, name=f"webdataset rank {self.rank}"
+        )
+        self.epoch = 0
+        self._iters_since_set = 0
+
+    def _resolve_vocab(self, class_names: Any) -> ClassVocab | None:
+        if class_names is not None:
+            return ClassVocab.resolve(class_names, None)
+        found: list[ClassVocab] = []
+        for shards in self.shards:
+            first = shards[0]
+            if is_local(first):
+                v = ClassVocab.resolve(None, Path(local_path(first)).parent)
+                if v is not None:
+                    found.append(v)
+        if not found:
+            return vocab_from_shards([u for s in self.shards for u in s])
+        if any(v.class_names != found[0].class_names for v in found[1:]):
+            raise ValueError(
+                "the sources' classes.json files list different classes; pass class_names "
+                "(a shared list) so tags map to the same ids"
+            )
+        return found[0]
+
+    # ---------------------------------------------------------------- views
+    @property
+    def class_names(self) -> list[str]:
+        return [] if self.vocab is None else list(self.vocab.class_names)
+
+    @property
+    def tag_table(self) -> None:
+        """Streams have no tag table; see ``vlexp.data.shards.index`` for a map-style one."""
+        return None
+
+    def samples_per_rank(self) -> int | None:
+        """Samples this rank yields per epoch when resampled (None otherwise): the same
+        on every rank (rounded down to whole batches when ``batch_size`` is set)."""
+        if not self.resampled:
+            return None
+        per_rank = self.samples_per_epoch // self.world_size  # type: ignore[operator]
+        return per_rank - per_rank % self.batch_size if self.batch_size else per_rank
+
+    def _worker_budget(self, worker: int, num_workers: int) -> int:
+        per_rank = int(self.samples_per_rank())  # type: ignore[arg-type]
+        if not self.batch_size:
+            return quota(per_rank, num_workers, worker)
+        return quota(per_rank // self.batch_size, num_workers, worker) * self.batch_size
+
+    def __len__(self) -> int:
+        if not self.resampled:
+            raise TypeError(
+                "a non-resampled WebDatasetPairs has no fixed per-rank length (shards are dealt "
+                "out per epoch); use resampled=True with samples_per_epoch for a fixed length"
+            )
+        return int(self.samples_per_rank())  # type: ignore[arg-type]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (shard order, shuffles). Without calls, each new iteration of
+        the same object (e.g. in a persistent DataLoader worker) advances by one."""
+        self.epoch = int(epoch)
+        self._iters_since_set = 0
+
+    # ---------------------------------------------------------------- iteration
+    def _item_budget(self, worker: int, num_workers: int) -> int | None:
+        """Items this worker yields per epoch (None: until its shards end)."""
+        return self._worker_budget(worker, num_workers) if self.resampled else None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        worker, num_workers = worker_id_count()
+        items = self._items(worker, num_workers)
+        if self.batch_size and self.bad.is_deferred:
+            yield from _whole_batches(items, self.batch_size, self.bad, worker)
+        else:
+            yield from items
+        if not self.bad.is_deferred:
+            self.bad.log_summary()
+
+    def _items(self, worker: int, num_workers: int) -> Iterator[dict[str, Any]]:
+        epoch = self.epoch + self._iters_since_set
+        self._iters_since_set += 1
+        if not self.bad.is_deferred:
+            self.bad.name = f"webdataset rank {self.rank} worker {worker}"
+        rng = np.random.default_rng([self.seed, epoch, self.rank, worker, 1])
+        budget = self._item_budget(worker, num_workers)
+        if self.resampled:
+            raw = self._resampled_stream(rng)
+        else:
+            raw = self._epoch_stream(epoch, worker, num_workers, rng)
+        n = 0
+        if budget == 0:
+            return
+        for sample in _shuffle_buffer(raw, self.shuffle_buffer, rng):
+            item = self._decode(sample)
+            if item is None:
+                continue
+            yield attach_log(item, self.bad)
+            n += 1
+            if budget is not None and n >= budget:
+                break
+
+    def _epoch_stream(
+        self, epoch: int, worker: int, num_workers: int, rng: np.random.Generator
+    ) -> Iterator[RawSample]:
+        streams = []
+        for s, shards in enumerate(self.shards):
+            order = list(shards)
+            if self.shuffle_shards:
+                perm = np.random.default_rng([self.seed, epoch, s, 2]).permutation(len(order))
+                order = [order[k] for k in perm]
+            mine = split_by_node_and_worker(order, self.rank, self.world_size, worker, num_workers)
+            streams.append(self._read_shards(mine))
+        return _mix(streams, self.weights.copy(), rng)
+
+    def _read_shards(self, urls: Iterable[str]) -> Iterator[RawSample]:
+        for url in urls:
+            yield from iter_shard(url, self.bad, self.sizes.get(url))
+
+    def _resampled_stream(self, rng: np.random.Generator) -> Iterator[RawSample]:
+        def endless(shards: list[str]) -> Iterator[RawSample]:
+            empty_in_a_row = 0
+            while True:
+                url = shards[int(rng.integers(len(shards)))]
+                got = 0
+                for raw in iter_shard(url, self.bad, self.sizes.get(url)):
+                    got += 1
+                    yield raw
+                empty_in_a_row = 0 if got else empty_in_a_row + 1
+                if empty_in_a_row >= max(10, 2 * len(shards)):
+                    raise RuntimeError(
+                        f"{empty_in_a_row} shards in a row yielded no sample (e.g. {url}); "
+                        f"bad samples: {self.bad.as_dict()}"
+                    )
+
+        return _mix([endless(s) for s in self.shards], self.weights.copy(), rng)
+
+    def _decode(self, raw: RawSample) -> dict[str, Any] | None:
+        ext = image_field(raw)
+        if ext is None:
+            self.bad.add(R.MISSING_IMAGE, f"{raw.url}:{raw.key} has fields {sorted(raw.fields)}")
+            return None
+        text = parse_text_fields(raw, self.vocab, self.bad)
+        if text is None:
+            return None
+        try:
+            image = decode_image(raw.fields[ext])  # type: ignore[arg-type]
+        except IMAGE_ERRORS as e:
+            self.bad.add(R.BROKEN_IMAGE, f"{raw.url}:{raw.key}: {type(e).__name__}: {e}")
+            return None
+        self.bad.ok()
+        caption, tags, label = text
+        index = -1 if self.offsets is None else self.offsets[raw.url] + raw.position
+        return {
+            "image": image,
+            "caption": caption,
+            "tags": tags,
+            "label": label,
+            "index": index,
+            "key": raw.key,
+        }
+
+
+def vocab_from_shards(urls: list[str]) -> ClassVocab | None:
+    """Class names found in the shards (one summary line), None when they use none."""
+    names = class_names_in_shards(urls)
+    if not names:
+        return None
+    log.info(
+        "no classes.json next to the shards: %d class names taken from the tags/labels found "
+        "in %d shard(s) (e.g. %s); write a classes.json to fix the order and skip this scan",
+        len(names),
+        len(urls),
+        names[:5],
+    )
+    return ClassVocab(names)
+
+
+def _whole_batches(
+    items: Iterator[dict[str, Any]], batch_size: int, counter: BadSampleCounter, worker: int
+) -> Iterator[dict[str, Any]]:
+    """``items`` in whole batches only; one full batch is held back so that the records of
+    what follows it (a partial batch the loader would drop, skips at the end) can ride on
+    its last item."""
+    held: list[dict[str, Any]] = []
+    batch: list[dict[str, Any]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == batch_size:
+            yield from held
+            held, batch = batch, []
+    tail = merge_logs([*(it.pop(BAD_SAMPLES_KEY, None) for it in batch), counter.take()])
+    if not held:
+        if tail:
+            log.warning(
+                "webdataset worker %d read %d sample(s) but no full batch of %d: they are not "
+                "trained on and their bad-sample records are not reported",
+                worker,
+                len(batch),
+                batch_size,
+            )
+        return
+    if tail:
+        last = held[-1]
+        last[BAD_SAMPLES_KEY] = merge_logs([last.get(BAD_SAMPLES_KEY), *tail])[0]
+    yield from held
+
+
+STREAMING_SAMPLERS = ("random",)
+"""Samplers a streaming source supports (shard shuffling + shuffle buffer = ``random``)."""
+
+
+class StreamingPairs(WebDatasetPairs):
+    """:class:`WebDatasetPairs` that can be re-bound to a rank (:meth:`for_rank`) once the
+    trainer knows it, and that stops after ``max_samples`` per epoch when not resampled."""
+
+    def __init__(self, urls: Any = None, *, max_samples: int | None = None, **kwargs: Any):
+        super().__init__(urls, **kwargs)
+        self._urls, self._kwargs = urls, dict(kwargs)
+        self.max_samples = max_samples
+
+    def for_rank(self, rank: int, world_size: int, batch_size: int | None = None) -> StreamingPairs:
+        """The same stream for ``rank`` of ``world_size``, yielding whole batches of
+        ``batch_size`` per worker; when resampled every rank yields the same batches.
+        The class list is carried over (not looked up again)."""
+        kwargs = dict(
+            self._kwargs,
+            rank=rank,
+            world_size=world_size,
+            batch_size=batch_size,
+            class_names=self.vocab,
+        )
+        return StreamingPairs(self._urls, max_samples=self.max_samples, **kwargs)
+
+    def _item_budget(self, worker: int, num_workers: int) -> int | None:
+        if self.max_samples is None or self.resampled:
+            return super()._item_budget(worker, num_workers)
+        return quota(self.max_samples // self.world_size, num_workers, worker)

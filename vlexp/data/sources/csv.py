@@ -1,0 +1,85 @@
+"""``data.source.name=csv``: pairs listed in a CSV/TSV/parquet table of image paths."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from vlexp.data.readers.csv_reader import CsvPairs, table_columns, table_format
+from vlexp.data.sources.base import DATASETS, DataSplits
+from vlexp.data.sources.common import SplitOptions, capped, need_dir, need_file
+from vlexp.data.sources.schema import CSV_SCHEMA
+
+log = logging.getLogger(__name__)
+
+
+@DATASETS.register("csv", schema=CSV_SCHEMA)
+def csv_splits(
+    path: str | None = None,
+    root: str | None = None,
+    image_col: str = "filepath",
+    caption_col: str = "caption",
+    tags_col: str | None = "auto",
+    label_col: str | None = "auto",
+    sep: str | None = None,
+    check_files: bool = True,
+    val_path: str | None = None,
+    test_path: str | None = None,
+    **options: Any,
+) -> DataSplits:
+    """Pairs listed in a CSV/TSV/parquet table of image paths (relative to ``root``, default
+    the table's folder) and captions; see the module docstring and ``conf/data/csv.yaml``.
+
+    ``tags_col`` / ``label_col``: a column name, ``"auto"`` (``tags`` / ``label`` when the
+    table has such a column) or ``None``. Tags are class names joined by ``;``. Shared
+    options (caps, held-out naming, bad-sample policy): :class:`SplitOptions`.
+    """
+    opts = SplitOptions.take("csv", csv_splits, options)
+    table = need_file(path, "data.source.path", "pairs table (.csv/.tsv/.parquet)")
+    if root is not None:
+        need_dir(root, "data.source.root", "image root folder")
+    temps = opts.prompt_templates()
+
+    def read(p: Path, vocab: Any) -> CsvPairs:
+        cols = table_columns(p, table_format(p, sep))
+        return CsvPairs(
+            p,
+            root=root,
+            image_col=image_col,
+            caption_col=caption_col,
+            tags_col=_auto_col(tags_col, "tags", cols),
+            label_col=_auto_col(label_col, "label", cols),
+            sep=sep,
+            class_names=vocab,
+            check_files=check_files,
+            max_bad_fraction=opts.max_bad_fraction,
+            min_samples=opts.min_samples,
+        )
+
+    train = read(table, opts.class_names)
+    vocab = train.vocab if train.vocab is not None else opts.class_names
+
+    def held(key: str, value: Any) -> Any:
+        if value is None:
+            return None
+        p = need_file(value, f"data.source.{key}", "held-out pairs table")
+        return lambda: read(p, vocab)
+
+    log.info(
+        "data=csv: %d training pairs from %s (tags: %s)",
+        len(train),
+        table,
+        "yes" if train.tag_table is not None else "no",
+    )
+    return DataSplits(
+        train=capped(train, opts.cap("train")),
+        val=opts.held_out("val", held("val_path", val_path), temps),
+        test=opts.held_out("test", held("test_path", test_path), temps),
+    )
+
+
+def _auto_col(value: str | None, default: str, columns: list[str]) -> str | None:
+    if value == "auto":
+        return default if default in columns else None
+    return value

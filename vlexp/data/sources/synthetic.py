@@ -1,0 +1,68 @@
+"""`data.source.name=synthetic`: the embedded procedural benchmark as train/val/test splits."""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Any
+
+import numpy as np
+
+from vlexp.data.eval_set import EvalSet
+from vlexp.data.sources.base import DATASETS, DataSplits
+from vlexp.data.sources.schema import SYNTHETIC_SCHEMA
+
+
+@DATASETS.register("synthetic", schema=SYNTHETIC_SCHEMA)
+def synthetic_splits(seed: int = 0, finegrained_k: int = 4, **knobs: Any) -> DataSplits:
+    """Train pairs plus val (`synthetic`) and test (`synthetic`, `compositional`, `finegrained`).
+
+    ``knobs`` are the generator's (see :func:`vlexp.data.synthetic.build_synthetic`).
+    ``finegrained_k`` (default 4, 0 = no such set) is the number of same-object false
+    captions per test image in the `finegrained` set: its images are the test split's,
+    its true captions their fully detailed captions, scored against ``finegrained_k``
+    counterfactuals each (:meth:`SyntheticPairs.fine_grained`; chance ``1/(k+1)``).
+    """
+    from vlexp.data.synthetic import build_synthetic, classification_class_names, prompt_templates
+
+    k = _check_k(finegrained_k)
+    splits = build_synthetic(seed=seed, **knobs)
+    names, templates = list(classification_class_names()), list(prompt_templates())
+
+    def eval_set(name: str, split: str) -> EvalSet:
+        return EvalSet.from_pairs(name, splits[split], names, templates)
+
+    test = [eval_set("synthetic", "test"), eval_set("compositional", "test_compositional")]
+    if k > 0 and len(splits["test"]) > 0:
+        test.append(finegrained_set(splits["test"], k))
+    return DataSplits(train=splits["train"], val=[eval_set("synthetic", "val")], test=test)
+
+
+def _max_k() -> int:
+    """Counterfactuals of a one-object scene's detailed caption: one per other attribute value."""
+    from vlexp.data.synthetic.ontology import COLOUR_NAMES, SIZES, TEXTURES
+
+    return (len(SIZES) - 1) + (len(COLOUR_NAMES) - 1) + (len(TEXTURES) - 1)
+
+
+def _check_k(k: Any) -> int:
+    top = _max_k()
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k <= top:
+        raise ValueError(
+            f"data.source.finegrained_k={k!r} is invalid: it must be an integer in [0, {top}] "
+            f"(a one-object scene has only {top} counterfactual captions; 0 turns the set off)"
+        )
+    return int(k)
+
+
+def finegrained_set(source: Any, k: int) -> EvalSet:
+    """The `finegrained` eval set of a synthetic split: detailed captions + k distractors each."""
+    pairs = [source.fine_grained(i, k) for i in range(len(source))]
+    base = EvalSet.from_pairs("finegrained", source)
+    return dataclasses.replace(
+        base,
+        captions=[true for true, _ in pairs],
+        caption_image=np.arange(len(pairs)),
+        retrieval=False,
+        distractors=[list(false) for _, false in pairs],
+    )

@@ -1,0 +1,465 @@
+"""Cached frozen trunks: compute a tower's frozen lower layers once per training sample.
+
+When a pre-trained tower trains only its top blocks (``freeze: last_n`` or ``all``) and
+the tower's training input is deterministic, the frozen part (the *trunk*) maps sample
+``i`` to the same tensor at every step. :class:`TrunkCache` stores that tensor in a
+memory-mapped file the first time sample ``i`` is drawn and afterwards only runs the
+trainable top on the stored tensor, so a step costs the top's forward and backward.
+
+- **When it applies** (``encoder.trunk_cache``: ``auto`` | ``true`` | ``false``): text is
+  always deterministic (tokenisation is a function of the caption); images only when
+  ``data.train_crop_scale`` is ``null`` (no random crop: training images get the
+  evaluation transform). A streaming train source has no stable sample index, so
+  nothing is cached for it. ``auto`` caches every tower that qualifies; ``true`` fails
+  with a one-line reason if a tower with frozen layers does not.
+- **Supported towers**: Hugging Face BERT-style text encoders (``embeddings`` +
+  ``encoder.layer``; MiniLM, BERT, RoBERTa, ...) and timm EfficientNet-style image
+  models (``conv_stem``/``bn1``/``blocks``/``conv_head``/``bn2``; EfficientNet-Lite0 of
+  ``encoder=pretrained_small``). Other towers train uncached.
+- **Key**: one cache folder per tower and (dataset fingerprint, trunk weights
+  fingerprint, freeze point, input preprocessing) under ``<paths.cache_dir>/trunks``; a
+  change of any of them selects another folder, never stale rows.
+- **Filled lazily**: a row is computed when its sample is first drawn, so no run waits
+  for a pass over the whole dataset before its first step and a short or debug run
+  computes only what it uses; the next epoch and the next run read the rows.
+- **Same result**: frozen blocks run in eval mode in both paths (no dropout draws, fixed
+  BatchNorm statistics) and the rows are float32 copies of the trunk's output, so
+  gradients equal the uncached run's up to float rounding (tested).
+- **DDP / resume / samplers**: rows are keyed by the sample index the loader yields, so
+  any sampler and any resume point read the same rows. Ranks share one file: it is
+  created once under a file lock (written to a temporary name, then renamed) and each
+  rank writes the rows of its own samples; a row's ``filled`` flag is set after its
+  values, so a reader never takes a half-written row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlexp.io import file_lock, write_atomic, write_json_atomic
+
+log = logging.getLogger("vlexp")
+
+TRUNK_CACHE_MODES = ("auto", "true", "false")
+CACHE_FORMAT = 1
+
+
+class TrunkCacheError(ValueError):
+    """``encoder.trunk_cache=true`` cannot be honoured (the message says why and what to do)."""
+
+
+def check_mode(mode: Any) -> str:
+    """Normalise ``encoder.trunk_cache`` (``auto``/``true``/``false`` or a bool)."""
+    text = str(mode).lower()
+    if text not in TRUNK_CACHE_MODES:
+        raise ValueError(
+            f"encoder.trunk_cache must be one of {list(TRUNK_CACHE_MODES)}, got {mode!r}"
+        )
+    return text
+
+
+# --------------------------------------------------------------------- tower splits
+
+
+@dataclass
+class TowerSplit:
+    """A tower cut at its freeze point: ``trunk`` (frozen) then ``top`` (trainable).
+
+    ``trunk(*inputs) -> (B, ...)`` per-sample features; ``top(features, *inputs) ->
+    (B, D)`` pooled tower output. ``frozen_blocks`` is the number of frozen blocks after
+    the stem; ``trunk_modules`` the sub-modules whose weights the trunk uses.
+    """
+
+    trunk: Callable[..., torch.Tensor]
+    top: Callable[..., torch.Tensor]
+    frozen_blocks: int
+    trunk_modules: list[nn.Module]
+
+
+def frozen_block_count(tower: Any) -> int | None:
+    """Blocks (after the stem) frozen by the tower's freeze setting; ``None`` if the stem
+    trains (nothing to cache) or the trainable blocks are not the tower's last ones."""
+    groups = tower.param_groups()
+    params = dict(tower.named_parameters())
+    trains = [any(params[n].requires_grad for n in g) for g in groups]
+    if not trains or trains[0]:
+        return None
+    first = next((i for i, t in enumerate(trains) if t), len(groups))
+    if not all(all(params[n].requires_grad for n in g) for g in groups[first:]):
+        return None
+    return first - 1
+
+
+def _same_params(modules: Sequence[nn.Module], tower: nn.Module, frozen: int) -> bool:
+    """True when ``modules`` hold exactly the stem and the first ``frozen`` blocks."""
+    groups = tower.param_groups()  # type: ignore[operator]
+    want = {id(p) for n, p in tower.named_parameters() if n in set().union(*groups[: frozen + 1])}
+    have = {id(p) for m in modules for p in m.parameters()}
+    return want == have
+
+
+def text_split(tower: Any) -> TowerSplit | None:
+    """Split of a BERT-style Hugging Face text tower, or ``None`` if unsupported."""
+    model = getattr(tower, "model", None)
+    layers = getattr(getattr(model, "encoder", None), "layer", None)
+    if (
+        model is None
+        or not isinstance(layers, nn.ModuleList)
+        or not isinstance(getattr(model, "embeddings", None), nn.Module)
+        or getattr(model.config, "is_decoder", False)
+        or not hasattr(tower, "param_groups")
+    ):
+        return None
+    frozen = frozen_block_count(tower)
+    if frozen is None:
+        return None
+    from transformers.masking_utils import create_bidirectional_mask
+
+    def mask_of(hidden: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        return create_bidirectional_mask(
+            config=model.config, inputs_embeds=hidden, attention_mask=attention_mask
+        )
+
+    def run(hidden: torch.Tensor, attention_mask: torch.Tensor, blocks: Any) -> torch.Tensor:
+        mask = mask_of(hidden, attention_mask)
+        for layer in blocks:
+            hidden = layer(hidden, mask)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        return hidden
+
+    def trunk(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = model.embeddings(input_ids=input_ids)
+        return run(hidden, attention_mask, layers[:frozen])
+
+    def top(
+        hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        return tower.pool(run(hidden, attention_mask, layers[frozen:]), attention_mask)
+
+    modules = [model.embeddings, *layers[:frozen]]
+    if not _same_params(modules, tower, frozen):
+        return None
+    return TowerSplit(trunk, top, frozen, modules)
+
+
+def image_split(tower: Any) -> TowerSplit | None:
+    """Split of a timm EfficientNet-style image tower, or ``None`` if unsupported."""
+    model = getattr(tower, "model", None)
+    names = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "forward_head")
+    if model is None or not all(hasattr(model, n) for n in names):
+        return None
+    if not hasattr(tower, "param_groups"):
+        return None
+    frozen = frozen_block_count(tower)
+    if frozen is None:
+        return None
+    flat = [block for stage in model.blocks for block in stage]
+
+    def trunk(images: torch.Tensor) -> torch.Tensor:
+        x = model.bn1(model.conv_stem(images))
+        for block in flat[:frozen]:
+            x = block(x)
+        return x
+
+    def top(x: torch.Tensor) -> torch.Tensor:
+        for block in flat[frozen:]:
+            x = block(x)
+        return model.forward_head(model.bn2(model.conv_head(x)))
+
+    modules = [model.conv_stem, model.bn1, *flat[:frozen]]
+    if not _same_params(modules, tower, frozen):
+        return None
+    return TowerSplit(trunk, top, frozen, modules)
+
+
+# --------------------------------------------------------------------- fingerprints
+
+
+def weights_fingerprint(modules: Sequence[nn.Module]) -> str:
+    """SHA-1 over the names, shapes, dtypes and values of the modules' tensors."""
+    h = hashlib.sha1()
+    for i, module in enumerate(modules):
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            t = t.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{i}.{name}:{tuple(t.shape)}:{t.dtype};".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def dataset_fingerprint(train_set: Any, described_by: Mapping[str, Any]) -> str:
+    """SHA-1 of the train set's size, its captions (when it lists them) and the config
+    that built it (source options, filter, seed: what fixes item ``i``'s content)."""
+    h = hashlib.sha1(json.dumps(dict(described_by), sort_keys=True, default=str).encode())
+    h.update(f"n={len(train_set)}".encode())
+    captions = getattr(train_set, "captions", None)
+    if captions is not None:
+        for caption in captions:
+            h.update(caption.encode("utf-8", "replace") + b"\0")
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------- the row store
+
+
+class RowStore:
+    """A memory-mapped float32 array ``(num_rows, *shape)`` with a per-row filled flag.
+
+    Files (in ``folder``): ``rows.npy``, ``filled.npy``, ``meta.json`` (written last:
+    a folder without it is incomplete and is rebuilt). Opened lazily in each process.
+    """
+
+    def __init__(self, folder: Path, num_rows: int, shape: tuple[int, ...], meta: dict) -> None:
+        self.folder = Path(folder)
+        self.num_rows = int(num_rows)
+        self.shape = tuple(int(s) for s in shape)
+        self.meta = dict(meta)
+        self._rows: np.memmap | None = None
+        self._filled: np.memmap | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_rows": None, "_filled": None}
+
+    def _create(self) -> None:
+        shape = (self.num_rows, *self.shape)
+        for name, dtype, dims in (
+            ("rows.npy", np.float32, shape),
+            ("filled.npy", np.uint8, shape[:1]),
+        ):
+            write_atomic(
+                self.folder / name,
+                lambda tmp, d=dtype, s=dims: np.lib.format.open_memmap(tmp, "w+", d, s).flush(),
+            )
+        write_json_atomic(self.folder / "meta.json", {"format": CACHE_FORMAT, **self.meta})
+
+    def open(self) -> None:
+        """Create the files once (under a lock, atomically) and map them."""
+        if self._rows is not None:
+            return
+        with file_lock(self.folder.parent / f"{self.folder.name}.lock"):
+            if not (self.folder / "meta.json").is_file():
+                self._create()
+        self._rows = np.load(self.folder / "rows.npy", mmap_mode="r+")
+        self._filled = np.load(self.folder / "filled.npy", mmap_mode="r+")
+        if self._rows.shape != (self.num_rows, *self.shape):
+            raise RuntimeError(f"trunk cache {self.folder} has shape {self._rows.shape}")
+
+    def filled(self, index: np.ndarray) -> np.ndarray:
+        """Boolean mask: which of the rows ``index`` hold values."""
+        self.open()
+        return self._filled[index].astype(bool)  # type: ignore[index]
+
+    def write(self, index: np.ndarray, values: np.ndarray) -> None:
+        """Store ``values`` at rows ``index`` and then mark them filled."""
+        self.open()
+        self._rows[index] = values  # type: ignore[index]
+        self._filled[index] = 1  # type: ignore[index]
+
+    def read(self, index: np.ndarray) -> np.ndarray:
+        """A copy of rows ``index``."""
+        self.open()
+        return np.asarray(self._rows[index])  # type: ignore[index]
+
+
+class CachedTrunk:
+    """One tower's split plus its row store: ``features(index, *inputs)`` -> trunk output."""
+
+    def __init__(self, split: TowerSplit, store: RowStore) -> None:
+        self.split = split
+        self.store = store
+        self.rows_computed = 0
+
+    def features(self, index: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+        """Trunk outputs of samples ``index``: stored rows, missing ones computed and stored."""
+        idx = index.detach().cpu().numpy().astype(np.int64)
+        missing = ~self.store.filled(idx)
+        if missing.any():
+            rows = torch.as_tensor(np.flatnonzero(missing), device=inputs[0].device)
+            with torch.no_grad():
+                out = self.split.trunk(*(x.index_select(0, rows) for x in inputs))
+            self.store.write(idx[missing], out.float().cpu().numpy())
+            self.rows_computed += int(missing.sum())
+        return torch.from_numpy(self.store.read(idx)).to(inputs[0].device)
+
+
+class TrunkCache:
+    """The cached trunks of a :class:`~vlexp.encoders.base.TwoTower` (either may be ``None``).
+
+    :meth:`encode` returns the same normalised embeddings as ``model.encode_image`` /
+    ``model.encode_text`` on a training batch (keys ``image``, ``input_ids``,
+    ``attention_mask``, ``index``).
+    """
+
+    def __init__(self, image: CachedTrunk | None, text: CachedTrunk | None) -> None:
+        self.image = image
+        self.text = text
+
+    def encode(self, model: Any, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image, text) embeddings of ``batch``, image first (as the uncached step)."""
+        if self.image is None:
+            image = model.encode_image(batch["image"])
+        else:
+            feats = self.image.features(batch["index"], batch["image"])
+            feats = feats.to(next(model.image_proj.parameters()).dtype)
+            image = F.normalize(model.image_proj(self.image.split.top(feats)), dim=-1)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        if self.text is None:
+            text = model.encode_text(ids, mask)
+        else:
+            feats = self.text.features(batch["index"], ids, mask)
+            feats = feats.to(next(model.text_proj.parameters()).dtype)
+            text = F.normalize(model.text_proj(self.text.split.top(feats, ids, mask)), dim=-1)
+        return image, text
+
+
+# --------------------------------------------------------------------- building
+
+
+@dataclass(frozen=True)
+class TrunkInputs:
+    """What fixes the trunk inputs of the training samples."""
+
+    num_samples: int
+    dataset: str  # dataset fingerprint
+    images_deterministic: bool  # no random crop / flip for training images
+    image_preprocessing: Mapping[str, Any]  # size, mean, std
+    text_preprocessing: Mapping[str, Any]  # context length, tokenizer
+    why_not_images: str = "the training images are randomly cropped"
+
+
+def _store(
+    side: str, split: TowerSplit, inputs: TrunkInputs, shape: tuple[int, ...], cache_dir: Path
+) -> RowStore:
+    prep = inputs.image_preprocessing if side == "image" else inputs.text_preprocessing
+    meta = {
+        "tower": side,
+        "dataset": inputs.dataset,
+        "weights": weights_fingerprint(split.trunk_modules),
+        "frozen_blocks": split.frozen_blocks,
+        "preprocessing": dict(prep),
+        "shape": list(shape),
+        "num_samples": inputs.num_samples,
+    }
+    key = hashlib.sha1(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()
+    return RowStore(cache_dir / "trunks" / f"{side}-{key[:20]}", inputs.num_samples, shape, meta)
+
+
+@torch.no_grad()
+def _sample_shape(split: TowerSplit, *example: torch.Tensor) -> tuple[int, ...]:
+    return tuple(split.trunk(*example).shape[1:])
+
+
+def build_trunk_cache(
+    model: Any, mode: Any, inputs: TrunkInputs, cache_dir: str | Path
+) -> TrunkCache | None:
+    """The :class:`TrunkCache` for ``model`` under ``encoder.trunk_cache=mode``, or ``None``.
+
+    Raises :class:`TrunkCacheError` (one line) when ``mode`` is ``true`` and a tower with
+    frozen layers cannot be cached.
+    """
+    mode = check_mode(mode)
+    if mode == "false":
+        return None
+    cache_dir = Path(cache_dir)
+    sides: dict[str, CachedTrunk | None] = {"image": None, "text": None}
+    device = next(model.parameters()).device
+    for side in ("image", "text"):
+        tower = model.image_tower if side == "image" else model.text_tower
+        frozen = frozen_block_count(tower) if hasattr(tower, "param_groups") else None
+        split = image_split(tower) if side == "image" else text_split(tower)
+        reason = None
+        if frozen is None:
+            continue  # nothing frozen below a trainable part: nothing to cache
+        if split is None:
+            reason = f"the {side} tower's architecture has no supported trunk/top split"
+        elif inputs.num_samples <= 0:
+            reason = "the train source streams (no stable sample index to key rows by)"
+        elif side == "image" and not inputs.images_deterministic:
+            reason = (
+                f"{inputs.why_not_images}; set data.train_crop_scale=null to train on fixed images"
+            )
+        if reason is not None:
+            if mode == "true":
+                raise TrunkCacheError(
+                    f"encoder.trunk_cache=true but the {side} trunk cannot be cached: {reason} "
+                    "(or use encoder.trunk_cache=auto to cache only what qualifies)"
+                )
+            log.info("trunk cache: %s tower uncached (%s)", side, reason)
+            continue
+        assert split is not None
+        if side == "image":
+            size = int(inputs.image_preprocessing["size"])
+            shape = _sample_shape(split, torch.zeros(1, 3, size, size, device=device))
+        else:
+            length = int(inputs.text_preprocessing["context_length"])
+            ids = torch.zeros(1, length, dtype=torch.long, device=device)
+            shape = _sample_shape(split, ids, torch.ones_like(ids))
+        store = _store(side, split, inputs, shape, cache_dir)
+        sides[side] = CachedTrunk(split, store)
+        log.info(
+            "trunk cache: %s tower, %d frozen blocks cached per sample %s in %s",
+            side, split.frozen_blocks, shape, store.folder,
+        )  # fmt: skip
+    if sides["image"] is None and sides["text"] is None:
+        return None
+    return TrunkCache(sides["image"], sides["text"])
+
+
+def _num_samples(train_set: Any) -> int:
+    """Number of map-style training samples; 0 for a streaming source."""
+    if isinstance(train_set, torch.utils.data.IterableDataset) or not hasattr(
+        train_set, "__getitem__"
+    ):
+        return 0
+    try:
+        return len(train_set)
+    except TypeError:
+        return 0
+
+
+def trunk_cache_for_run(model: Any, cfg: Any, train_set: Any) -> TrunkCache | None:
+    """The trunk cache of a composed run config (``encoder.trunk_cache``), or ``None``.
+
+    Reads ``data`` (source, ``train_crop_scale``), ``filter``, ``seed`` and
+    ``paths.cache_dir`` from ``cfg``; ``model`` must already be on its training device.
+    """
+    mode = getattr(model, "trunk_cache_mode", "false")
+    if check_mode(mode) == "false":
+        return None
+    from omegaconf import OmegaConf
+
+    def plain(node: Any) -> Any:
+        return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+    data = plain(cfg.data)
+    n = _num_samples(train_set)
+    described = {"source": data.get("source"), "filter": plain(cfg.get("filter")), "seed": cfg.seed}
+    inputs = TrunkInputs(
+        num_samples=n,
+        dataset=dataset_fingerprint(train_set, described) if n else "",
+        images_deterministic=data.get("train_crop_scale", (0.9, 1.0)) is None,
+        image_preprocessing={
+            "size": model.image_size,
+            "mean": list(model.image_mean),
+            "std": list(model.image_std),
+            "transform": "resize+center_crop",
+        },
+        text_preprocessing={
+            "context_length": model.context_length,
+            "tokenizer": type(model.tokenizer).__name__,
+            "vocab": getattr(model.tokenizer, "vocab_size", None),
+        },
+        why_not_images=f"data.train_crop_scale={data.get('train_crop_scale')} crops training "
+        "images at random",
+    )
+    return build_trunk_cache(model, mode, inputs, cfg.paths.cache_dir)

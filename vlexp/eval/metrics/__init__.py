@@ -1,0 +1,1 @@
+"""Evaluation metrics: retrieval recall, zero-shot accuracy, fine-grained accuracy."""

@@ -1,0 +1,1 @@
+"""The training app: LightningModule, DataModule, callbacks, loggers, launch, reports."""
