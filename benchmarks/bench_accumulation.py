@@ -13,7 +13,8 @@ are the same (``tests/test_accumulation.py``); the price is a second tower forwa
 Each setting runs in a fresh subprocess (``--worker``), the settings alternate over
 ``--rounds`` so a busy machine slows them alike; time is the median step of every round.
 Memory: on CPU, the peak RSS high-water mark (``VmHWM``, reset through
-``/proc/self/clear_refs`` after a warm-up step) minus the RSS before the measured steps;
+``/proc/self/clear_refs`` after a warm-up step on a few rows) minus the RSS before the
+measured steps (the batch's activations, loss and recompute, not the weights);
 with CUDA, ``torch.cuda.max_memory_allocated`` minus the memory allocated before.
 """
 
@@ -73,14 +74,16 @@ def measure(batch_size: int, accum_freq: int, steps: int, device: str) -> dict[s
     dev = torch.device(device)
     model = ENCODERS.build(dict(TINY)).to(dev).train()
     objective = OBJECTIVES.build({"name": "clip"})
-    batch = {
-        "image": torch.randn(batch_size, 3, 64, 64, device=dev),
-        "input_ids": torch.randint(1, 1000, (batch_size, 32), device=dev),
-        "attention_mask": torch.ones(batch_size, 32, dtype=torch.long, device=dev),
-    }
 
-    def step() -> float:
-        model.zero_grad(set_to_none=True)
+    def make_batch(n: int) -> dict[str, torch.Tensor]:
+        return {
+            "image": torch.randn(n, 3, 64, 64, device=dev),
+            "input_ids": torch.randint(1, 1000, (n, 32), device=dev),
+            "attention_mask": torch.ones(n, 32, dtype=torch.long, device=dev),
+        }
+
+    def step(batch: dict[str, torch.Tensor]) -> float:
+        model.zero_grad(set_to_none=False)  # gradient buffers stay allocated
         image, text = encode_accumulated(model, batch, accum_freq)
         loss = objective(gather_features(image, text), model.logit_scale(), batch, 0.0).loss
         loss.backward()
@@ -90,7 +93,10 @@ def measure(batch_size: int, accum_freq: int, steps: int, device: str) -> dict[s
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    step()  # warm-up: kernels, allocator pools, gradient buffers
+    # warm-up on a few rows (kernels, lazy imports, gradient buffers): the measured peak
+    # is then the batch's own, not memory the allocator kept from an earlier full step
+    step(make_batch(min(batch_size, 2 * accum_freq)))
+    batch = make_batch(batch_size)
     sync()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -101,7 +107,7 @@ def measure(batch_size: int, accum_freq: int, steps: int, device: str) -> dict[s
     times, loss = [], 0.0
     for _ in range(steps):
         start = time.perf_counter()
-        loss = step()
+        loss = step(batch)
         sync()
         times.append(time.perf_counter() - start)
     if dev.type == "cuda":

@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         def wds_library(w: int) -> DataLoader:
             import webdataset as wds
 
-            ds = wds.WebDataset(data["shards"], shardshuffle=False, empty_check=False)
+            ds = wds.WebDataset(data["shards"], shardshuffle=False)
             ds = ds.decode("pil").to_tuple("jpg").map(_first).map(tf)
             return DataLoader(ds, batch_size=bs, num_workers=w)
 

@@ -1,7 +1,8 @@
-"""Training-step time of objective=diht / hnnce relative to objective=clip (same model, batch).
+"""Training-step time of objective=diht / hnnce relative to objective=clip (same model, batch),
+and the concept teacher's throughput against plain timm eval.
 
     .venv/bin/python benchmarks/bench_diht_step.py [--batch-size 128] [--rounds 40]
-        [--steps 1] [--threads 0] [--json out.json]
+        [--steps 1] [--threads 0] [--teacher-batch 32] [--teacher-rounds 4] [--json out.json]
 
 One step = encode images and texts with the tiny two-tower model, gather, objective,
 backward, AdamW step (what ``VLModule.training_step`` plus the optimiser do). Each
@@ -12,9 +13,17 @@ each objective is divided by clip's; the reported ratio is the median over round
 ratio of the fastest rounds, ``ratio_min``, is reported too).
 
 ``diht`` is HN-NCE + concept distillation with *cached* targets: the teacher logits
-(1000 ImageNet concepts, float16) are written to disk and memory-mapped exactly as
-``ConceptDistillation.setup`` does, and each step looks up its batch's rows.
-``hnnce`` is diht without concept distillation (``objective.terms.concepts.weight=0``).
+(1000 ImageNet concepts, float16) of all rows are in the on-disk lazy cache and marked
+done, so each step checks its rows' done flags and reads them from the memory map
+exactly as a training step over cached targets does (an epoch after the first, or any
+epoch of a later run). ``hnnce`` is diht without concept distillation
+(``objective.terms.concepts.weight=0``); ``diht / hnnce`` is the cost of the concept term.
+
+Teacher throughput (``--teacher-rounds 0`` skips it): EfficientNet-Lite0 (packaged
+weights, 224 px) through ``ImageTeacher.logits`` (inference mode, channels-last on CPU,
+bfloat16 autocast on CUDA) against the same model in plain timm eval (float32, default
+layout, ``torch.no_grad``), interleaved rounds on the same batches; images/s of each
+(median over rounds) and the median per-round speed ratio.
 """
 
 from __future__ import annotations
@@ -29,11 +38,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from vlexp.encoders import ENCODERS
 from vlexp.objectives import OBJECTIVES
-from vlexp.objectives.concepts.objective import TargetStore
+from vlexp.objectives.concepts.targets import open_targets
 from vlexp.objectives.distributed import gather_features
 
 NUM_TRAIN = 20_000
@@ -71,6 +81,19 @@ def _batch(model: Any, batch_size: int, image_size: int, seed: int) -> dict[str,
     }
 
 
+class _Captions:
+    """A stand-in training set for the cache key (captions and a few tiny images)."""
+
+    def __init__(self, n: int) -> None:
+        self.captions = [f"pair {i}" for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"image": np.zeros((4, 4, 3), np.uint8), "caption": self.captions[i]}
+
+
 def _objectives(embed_dim: int, cache: Path) -> dict[str, Any]:
     diht_cfg = {
         "name": "composite",
@@ -86,9 +109,13 @@ def _objectives(embed_dim: int, cache: Path) -> dict[str, Any]:
         ),
         "diht": OBJECTIVES.build(diht_cfg, embed_dim=embed_dim),
     }
+    concepts = objs["diht"].terms["concepts"]
+    targets = open_targets(concepts.teacher, _Captions(NUM_TRAIN), cache)
     g = torch.Generator().manual_seed(0)
-    TargetStore.from_logits(4 * torch.randn(NUM_TRAIN, 1000, generator=g)).save(cache)
-    objs["diht"].terms["concepts"].targets = TargetStore.load(cache, 1000)
+    for s in range(0, NUM_TRAIN, 5000):  # every row cached, as after a first epoch
+        rows = np.arange(s, min(NUM_TRAIN, s + 5000))
+        targets.write(rows, 4 * torch.randn(len(rows), 1000, generator=g))
+    concepts.targets = targets
     return objs
 
 
@@ -108,6 +135,7 @@ def run(batch_size: int, rounds: int, steps: int, warmup: int) -> dict[str, Any]
     base = ENCODERS.build({"name": "tiny"})
     with tempfile.TemporaryDirectory() as tmp:
         objs = _objectives(base.embed_dim, Path(tmp))
+        calls_before = objs["diht"].terms["concepts"].teacher_work()["teacher_calls"]
         runs = {}
         for name, obj in objs.items():
             model = copy.deepcopy(base).train()
@@ -133,7 +161,11 @@ def run(batch_size: int, rounds: int, steps: int, warmup: int) -> dict[str, Any]
         if n != "clip"
     }
     ratio_min = {n: min(times[n]) / min(times["clip"]) for n in names if n != "clip"}
+    concept_cost = statistics.median(d / h for d, h in zip(times["diht"], times["hnnce"]))
+    teacher_calls = objs["diht"].terms["concepts"].teacher_work()["teacher_calls"] - calls_before
     return {
+        "diht_over_hnnce": concept_cost,
+        "teacher_calls_during_steps": teacher_calls,
         "batch_size": batch_size,
         "rounds": rounds,
         "steps_per_round": steps,
@@ -145,6 +177,49 @@ def run(batch_size: int, rounds: int, steps: int, warmup: int) -> dict[str, Any]
     }
 
 
+def teacher_throughput(batch_size: int, rounds: int) -> dict[str, Any]:
+    """Images/s of the Lite0 teacher's fast path vs plain timm eval, interleaved rounds."""
+    from vlexp.objectives.concepts.teachers import build_teacher
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    teacher = build_teacher("efficientnet_lite0").to(device)
+    plain = copy.deepcopy(teacher.model).to(memory_format=torch.contiguous_format).eval()
+    size = teacher.input_size
+    x = torch.randn(batch_size, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+    def run_plain() -> torch.Tensor:
+        with torch.no_grad():
+            return plain(x.to(device)).float()
+
+    def run_fast() -> torch.Tensor:
+        return teacher.logits(x)
+
+    fns = {"plain_timm_eval": run_plain, "vlexp_teacher": run_fast}
+    for fn in fns.values():  # warm-up (allocator, kernels)
+        fn()
+    times: dict[str, list[float]] = {n: [] for n in fns}
+    for r in range(rounds):
+        for name in list(fns)[r % 2 :] + list(fns)[: r % 2]:
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fns[name]()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    diff = (run_fast() - run_plain()).abs().max().item()
+    return {
+        "device": device,
+        "batch_size": batch_size,
+        "rounds": rounds,
+        "images_per_s": {n: batch_size / statistics.median(t) for n, t in times.items()},
+        "speedup": statistics.median(
+            p / f for p, f in zip(times["plain_timm_eval"], times["vlexp_teacher"])
+        ),
+        "max_abs_logit_diff": diff,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--batch-size", type=int, default=128)
@@ -152,6 +227,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--steps", type=int, default=1, help="steps per objective per round")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--teacher-batch", type=int, default=32)
+    p.add_argument("--teacher-rounds", type=int, default=4, help="0: skip the teacher timing")
     p.add_argument("--json", type=str, default=None, help="write the results here")
     args = p.parse_args(argv)
     if args.threads:
@@ -167,6 +244,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(
             f"  {name:6s} {1000 * t:8.1f} ms/step   ratio to clip {ratio:.3f} "
             f"(median of per-round ratios; fastest-step ratio {rmin:.3f})"
+        )
+    print(
+        f"  diht / hnnce {res['diht_over_hnnce']:.3f} (median of per-round ratios: the cost of "
+        f"concept distillation over cached targets; teacher calls during the timed steps: "
+        f"{res['teacher_calls_during_steps']})"
+    )
+    if args.teacher_rounds > 0:
+        t = teacher_throughput(args.teacher_batch, args.teacher_rounds)
+        res["teacher"] = t
+        ips = t["images_per_s"]
+        print(
+            f"teacher EfficientNet-Lite0 224 px on {t['device']}, batch {t['batch_size']}, "
+            f"{t['rounds']} interleaved rounds: vlexp {ips['vlexp_teacher']:.1f} images/s, plain "
+            f"timm eval {ips['plain_timm_eval']:.1f} images/s, speed-up {t['speedup']:.2f}x "
+            f"(max |logit diff| {t['max_abs_logit_diff']:.2e})"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))

@@ -26,7 +26,6 @@ import tempfile
 import time
 from argparse import Namespace
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -105,7 +104,7 @@ def raw_read_rates(shards: list[str], repeats: int) -> dict[str, float]:
     import webdataset as wds
 
     def library() -> int:
-        return sum(1 for _ in wds.WebDataset(shards, shardshuffle=False, empty_check=False))
+        return sum(1 for _ in wds.WebDataset(shards, shardshuffle=False))
 
     def ours() -> int:
         counter = BadSampleCounter(1.0, log_first=0)

@@ -95,8 +95,8 @@ def test_synthetic_teacher_needs_weights(tmp_path):
 
 
 def test_train_synthetic_teacher_roundtrip(tmp_path):
-    from vlexp.data.synthetic import LEAF_CLASSES
     from vlexp.cli.teacher import main
+    from vlexp.data.synthetic import LEAF_CLASSES
 
     out = tmp_path / "teacher.pt"
     argv = [

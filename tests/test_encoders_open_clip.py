@@ -157,3 +157,18 @@ def test_default_is_the_built_in_small_model():
     assert ours.image_size == 32
     assert ours.image_proj.weight.shape == (expected["embed_dim"], 96)
     assert len(ours.image_tower.transformer.resblocks) == expected["vision_cfg"]["layers"]
+
+
+class _NotATensor:
+    """Any pickled object other than tensors and plain values."""
+
+
+def test_pickled_objects_in_a_checkpoint_are_refused(tiny_name, tmp_path):
+    from vlexp.io import UnsafeFileError
+
+    state = open_clip.create_model(tiny_name).state_dict()
+    torch.save({"state_dict": state, "extra": _NotATensor()}, tmp_path / "w.pt")
+    with pytest.raises(UnsafeFileError, match="refusing to load"):
+        ENCODERS.build(
+            {"name": "open_clip", "model": tiny_name, "pretrained": str(tmp_path / "w.pt")}
+        )
