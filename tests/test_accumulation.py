@@ -300,3 +300,36 @@ def test_short_fit_with_accumulation_matches_the_full_batch_fit(tmp_path):
     for key, ref in weights[1].items():
         if torch.is_tensor(ref) and ref.is_floating_point():
             torch.testing.assert_close(weights[4][key], ref, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def _rank_accumulated(rank: int, local: int, k: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One rank's loss and tower gradients with ``accum_freq=k`` on its slice of the batch."""
+    from tests.ddp_harness import rank_slice
+
+    model = _model()
+    batch = {key: v[rank_slice(rank, local)] for key, v in _batch(model).items()}
+    image, text = encode_accumulated(model, batch, k)
+    obj = OBJECTIVES.build({"name": "hnnce", "beta1": 0.5})
+    loss = obj(gather_features(image, text), model.logit_scale(), batch, 0.0).loss
+    loss.backward()
+    return loss.detach(), [p.grad for p in model.parameters() if p.grad is not None]
+
+
+@pytest.mark.slow
+def test_accumulation_under_two_ranks_equals_one_process_full_batch():
+    """2 gloo ranks x 3 micro-batches each: DDP's averaged gradient is the full batch's."""
+    from tests.ddp_harness import ddp_loss_and_grads
+
+    loss, grads = ddp_loss_and_grads(_rank_accumulated, B // 2, 3)
+    model = _model()
+    batch = _batch(model)
+    image = model.encode_image(batch["image"])
+    text = model.encode_text(batch["input_ids"], batch["attention_mask"])
+    obj = OBJECTIVES.build({"name": "hnnce", "beta1": 0.5})
+    ref = obj(gather_features(image, text), model.logit_scale(), batch, 0.0).loss
+    ref.backward()
+    ref_grads = [p.grad for p in model.parameters() if p.grad is not None]
+    torch.testing.assert_close(torch.as_tensor(loss), ref.detach(), rtol=1e-10, atol=0)
+    assert len(grads) == len(ref_grads)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(torch.as_tensor(got), want, rtol=1e-9, atol=1e-12)

@@ -143,6 +143,26 @@ def test_eval_adds_an_eval_preset(tiny_run, tmp_path, monkeypatch):
     assert set(trained["test"]) < set(got["test"])
 
 
+def test_fewshot_is_a_hydra_app():
+    res = _run_cli(["fewshot", "--cfg", "job", "ckpt=x.ckpt", "ks=[1,4]", "protocol=heldout"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    cfg = OmegaConf.create(res.stdout)
+    assert cfg.ks == [1, 4] and cfg.protocol == "heldout" and cfg.seeds == [0, 1, 2]
+    assert "torch" not in _imported(res.stderr)
+
+
+@pytest.mark.slow
+def test_fewshot_runs_from_the_checkpoint_alone(tiny_run, tmp_path, monkeypatch):
+    out = tmp_path / "fewshot.json"
+    monkeypatch.setattr(sys, "argv", ["vlexp"])
+    ckpt = tiny_run / "checkpoints" / "last.ckpt"
+    args = [f"ckpt={ckpt}", "ks=[1]", "seeds=[0]", "steps=5", f"out={out}"]
+    main(["fewshot", *args, f"hydra.run.dir={tmp_path / 'job'}"])
+    res = json.loads(out.read_text())
+    assert res["ks"] == [1] and res["ckpt"] == str(ckpt)
+    assert 0.0 <= res["zeroshot"] <= 1.0
+
+
 @pytest.mark.slow
 def test_checkpoint_without_config_names_the_fix(tiny_run, tmp_path):
     from vlexp.train.checkpoints import checkpoint_config, load_two_tower

@@ -60,7 +60,7 @@ def _valid(overrides: list[str], tmp_path: Path) -> None:
         ),
         (["objective=hnnce", "objective.beta1=high"], "objective.beta1=high", "a number"),
         (["objective=hnnce", "objective.reduction=max"], "objective.reduction", "mean, sum"),
-        (["objective=diht", "objective.terms.contrastive.beta1=-1"], "terms.contrastive.beta1", ""),
+        (["objective=diht", "objective.terms.contrastive.alpha=-1"], "terms.contrastive.alpha", ""),
         (["objective=diht", "objective.terms.concepts.weight=-2"], "terms.concepts.weight", ""),
         (["objective=softalign", "objective.ema_decay=1.0"], "objective.ema_decay", "(0, 1)"),
         (["encoder.pooling=max"], "encoder.pooling", "mean, cls"),
@@ -116,6 +116,7 @@ def test_unknown_key_in_a_component_section_fails(overrides, key, tmp_path):
         ["data.source.num_train=64", "data.batch_size=64"],
         ["sampler=tonics", "~sampler.schedule", "+sampler.schedule={name: constant, p: 0.3}"],
         ["sampler=tonics", "sampler.schedule.name=cosine"],
+        ["objective=hnnce", "objective.beta1=-0.5"],
         ["sampler=tonics", "sampler.schedule=step"],
     ],
 )
@@ -301,3 +302,11 @@ def test_command_line_user_error_exits_2_without_traceback(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr
     assert "objective.beta1=high" in lines[0] and "a number" in lines[0]
+
+
+def test_batch_larger_than_an_unknown_size_dataset_fails_at_sampler_setup():
+    """Sizes known only after reading (shards, filtered pairs) are checked when the
+    datamodule builds its sampler, before the first step."""
+    with pytest.raises(ValueError, match="lower data.batch_size"):
+        SAMPLERS.build({"name": "random"}, num_samples=15, batch_size=8, world_size=2)
+    assert len(SAMPLERS.build({"name": "random"}, num_samples=16, batch_size=8, world_size=2)) == 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 
 def test_benchmark_smoke(capsys):
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_data_loading.py"
@@ -36,3 +38,17 @@ def test_benchmark_smoke(capsys):
     ]
     assert all(r["samples_per_s"] > 0 for r in rows)
     assert "vs plain" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_loader_vs_open_clip_benchmark_smoke(capsys):
+    pytest.importorskip("open_clip_train")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_loader_vs_open_clip.py"
+    spec = importlib.util.spec_from_file_location("bench_loader_vs_open_clip", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--n", "40", "--size", "32", "--batch-size", "8", "--workers", "0"]
+    rows = bench.main([*args, "--shard-size", "10", "--repeats", "1"])
+    assert [r["loader"] for r in rows] == ["open_clip", "vlexp", "vlexp-pil"]
+    assert all(r["samples_per_s"] > 0 for r in rows)
+    assert "raw tar read" in capsys.readouterr().out

@@ -114,7 +114,9 @@ def test_gradients_and_weights_equal_uncached(model, tmp_path) -> None:
     for ref, got in zip(ref_grads, grads):
         assert ref.keys() == got.keys() and len(ref) > 10
         for name in ref:
-            torch.testing.assert_close(got[name], ref[name], rtol=1e-4, atol=1e-6, msg=name)
+            torch.testing.assert_close(
+                got[name], ref[name], rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}"
+            )
     for name in ref_weights:
         torch.testing.assert_close(weights[name], ref_weights[name], rtol=1e-5, atol=1e-6)
     # frozen parts stayed in eval mode in the cached run too
@@ -206,3 +208,41 @@ def test_fixed_train_transform_ignores_the_seed() -> None:
     assert torch.equal(fixed(img, 1), evaluation(img))
     cropped = image_transform(64, (0.5,) * 3, (0.5,) * 3, True, (0.5, 0.6))
     assert not torch.equal(cropped(img, 1), cropped(img, 2))
+
+
+class _Pairs:
+    """A map-style stand-in for a train source: length and captions."""
+
+    def __init__(self, captions: list[str]) -> None:
+        self.captions = captions
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"caption": self.captions[i], "index": i}
+
+
+def test_run_config_decides_and_keys_by_dataset(model, tmp_path) -> None:
+    from omegaconf import OmegaConf
+
+    from vlexp.encoders.trunk_cache import trunk_cache_for_run
+
+    def cfg(crop):
+        return OmegaConf.create(
+            {
+                "data": {"source": {"name": "synthetic"}, "train_crop_scale": crop},
+                "filter": {"name": "none"},
+                "seed": 0,
+                "paths": {"cache_dir": str(tmp_path)},
+            }
+        )
+
+    pairs = _Pairs(CAPTIONS)
+    cropped = trunk_cache_for_run(model, cfg([0.9, 1.0]), pairs)
+    assert cropped.image is None and cropped.text is not None
+    fixed = trunk_cache_for_run(model, cfg(None), pairs)
+    assert fixed.image is not None and fixed.text.store.folder == cropped.text.store.folder
+    other = trunk_cache_for_run(model, cfg(None), _Pairs(CAPTIONS[::-1]))
+    assert other.text.store.folder != fixed.text.store.folder  # other captions: other rows
+    assert other.image.store.folder != fixed.image.store.folder

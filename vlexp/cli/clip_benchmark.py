@@ -31,8 +31,10 @@ def load_checkpoint(
 ) -> tuple[ClipBenchmarkModel, Callable[[Any], torch.Tensor], ClipBenchmarkTokenizer]:
     """CLIP_benchmark loader (``load_clip`` signature): ``pretrained`` is the checkpoint or
     run directory; ``model_name`` a run config path, or anything else (e.g. ``vlexp``) to
-    use the run directory's ``.hydra/config.yaml``. ``cache_dir`` is unused."""
-    config = model_name if model_name and Path(model_name).expanduser().is_file() else None
+    use the config stored in the checkpoint (or its run directory's ``.hydra/config.yaml``).
+    ``cache_dir`` is unused."""
+    as_file = model_name.endswith((".yaml", ".yml")) or Path(model_name).expanduser().is_file()
+    config = model_name if model_name and as_file else None  # a missing .yaml is reported
     model = load_two_tower(pretrained, config, device)
     wrapped, transform, tokenizer = wrap(model)
     return wrapped.to(device), transform, tokenizer

@@ -35,20 +35,36 @@ def _parse_args(argv: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+ALLOWED = frozenset(
+    {"ckpt", "config", "run_dir", "ks", "seeds", "out", "plot", "steps", "pool_set", "test_set",
+     "protocol", "max_folds"}
+)  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``python -m vlexp.cli.fewshot ckpt=PATH [ks=[..]] [seeds=[..]] [out=..] [plot=..]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         raise SystemExit(0)
-    args = _parse_args(argv)
+    return probe(_parse_args(argv))
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    """Hydra task of ``vlexp fewshot`` (config ``conf/fewshot.yaml``)."""
+    from omegaconf import OmegaConf
+
+    args = OmegaConf.to_container(cfg, resolve=True)
+    return probe({k: v for k, v in args.items() if k in ALLOWED and v is not None})
+
+
+def probe(args: dict[str, Any]) -> dict[str, Any]:
+    """Run the probes described by ``args`` (the ``key=value`` arguments); print and save."""
     if "ckpt" not in args:
-        raise SystemExit("missing ckpt=PATH (a .ckpt written by `python -m vlexp.run`)")
-    allowed = {"ckpt", "config", "run_dir", "ks", "seeds", "out", "plot", "steps", "pool_set", "test_set",
-               "protocol", "max_folds"}  # fmt: skip
-    unknown = sorted(set(args) - allowed)
+        raise SystemExit("missing ckpt=PATH (a .ckpt written by `vlexp train`)")
+    unknown = sorted(set(args) - ALLOWED)
     if unknown:
-        raise SystemExit(f"unknown argument(s) {unknown}; accepted: {sorted(allowed)}")
+        raise SystemExit(f"unknown argument(s) {unknown}; accepted: {sorted(ALLOWED)}")
     protocol = str(args.get("protocol", "kshot"))
     if protocol not in PROTOCOLS:
         raise SystemExit(

@@ -1,9 +1,9 @@
 """The ``vlexp`` command: ``vlexp <command> [key=value ...]``.
 
-``train``, ``eval``, ``filter`` and ``tag`` are Hydra apps (configs from conf/, the same
-``group=option key=value`` overrides, ``--help``, ``--cfg job``, ``-m`` sweeps and
-``--shell-completion``); ``fewshot`` takes ``key=value`` arguments; ``export``,
-``teacher`` and ``clip_benchmark`` keep their ``--flag`` options. Nothing heavy (torch,
+``train``, ``eval``, ``filter``, ``tag`` and ``fewshot`` are Hydra apps (configs from
+conf/, the same ``group=option key=value`` overrides, ``--help``, ``--cfg job``, ``-m``
+sweeps and ``--shell-completion``); ``export``, ``teacher`` and ``clip_benchmark`` keep
+their ``--flag`` options. Nothing heavy (torch,
 Lightning) is imported until a command actually runs, so ``--help`` and ``--cfg job``
 answer quickly.
 """
@@ -46,7 +46,9 @@ COMMANDS: dict[str, Command] = {
         "vlexp.cli.filter:run_from_config", "CAT filter pass over data files", "filter_pass"
     ),
     "tag": Command("vlexp.cli.tag:run_tag_pass", "tag captions for TOnICS", "tag_pass"),
-    "fewshot": Command("vlexp.cli.fewshot:main", "few-shot linear probes of a checkpoint"),
+    "fewshot": Command(
+        "vlexp.cli.fewshot:run", "few-shot linear probes of a checkpoint", "fewshot"
+    ),
     "export": Command("vlexp.cli.export:main", "write a data source as CSV or tar shards"),
     "teacher": Command("vlexp.cli.teacher:main", "train the synthetic concept teacher"),
     "clip_benchmark": Command("vlexp.cli.clip_benchmark:main", "CLIP_benchmark on a checkpoint"),

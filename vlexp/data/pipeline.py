@@ -61,9 +61,9 @@ class TrainTransform:
         self.ratio = [float(v) for v in ratio]
         self.finish = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
         self.fused = fused
-        std_t = torch.as_tensor(std, dtype=torch.float32).view(3, 1, 1)
+        std_t = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
         self._scale = 1.0 / (255.0 * std_t)
-        self._shift = -torch.as_tensor(mean, dtype=torch.float32).view(3, 1, 1) / std_t
+        self._shift = -torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1) / std_t
 
     def crop_box(self, image: Any, seed: int | None = None) -> tuple[int, int, int, int]:
         """``(top, left, height, width)`` of the crop of ``image``."""

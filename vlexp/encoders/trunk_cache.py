@@ -12,8 +12,8 @@ trainable top on the stored tensor, so a step costs the top's forward and backwa
   evaluation transform). A streaming train source has no stable sample index, so
   nothing is cached for it. ``auto`` caches every tower that qualifies; ``true`` fails
   with a one-line reason if a tower with frozen layers does not.
-- **Supported towers**: Hugging Face BERT-style text encoders (``embeddings`` +
-  ``encoder.layer``; MiniLM, BERT, RoBERTa, ...) and timm EfficientNet-style image
+- **Supported towers**: Hugging Face BERT-style text encoders (model types
+  ``TEXT_MODEL_TYPES``: BERT, MiniLM, RoBERTa, XLM-R) and timm EfficientNet-style image
   models (``conv_stem``/``bn1``/``blocks``/``conv_head``/``bn2``; EfficientNet-Lite0 of
   ``encoder=pretrained_small``). Other towers train uncached.
 - **Key**: one cache folder per tower and (dataset fingerprint, trunk weights
@@ -53,6 +53,8 @@ log = logging.getLogger("vlexp")
 
 TRUNK_CACHE_MODES = ("auto", "true", "false")
 CACHE_FORMAT = 1
+# Hugging Face model types whose layers take only (hidden states, attention mask)
+TEXT_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
 
 
 class TrunkCacheError(ValueError):
@@ -118,6 +120,7 @@ def text_split(tower: Any) -> TowerSplit | None:
         or not isinstance(layers, nn.ModuleList)
         or not isinstance(getattr(model, "embeddings", None), nn.Module)
         or getattr(model.config, "is_decoder", False)
+        or getattr(model.config, "model_type", None) not in TEXT_MODEL_TYPES
         or not hasattr(tower, "param_groups")
     ):
         return None
@@ -297,12 +300,29 @@ class TrunkCache:
 
     :meth:`encode` returns the same normalised embeddings as ``model.encode_image`` /
     ``model.encode_text`` on a training batch (keys ``image``, ``input_ids``,
-    ``attention_mask``, ``index``).
+    ``attention_mask``, ``index``). With ``trim_padding`` the text top runs only up to
+    the batch's longest caption: padded positions are masked out of attention and of
+    the pooling, so without dropout this changes nothing but float rounding. Active
+    dropout in the top would draw other masks for the shorter tensors, so ``None``
+    (auto) trims only when no dropout in the text tower is active.
     """
 
-    def __init__(self, image: CachedTrunk | None, text: CachedTrunk | None) -> None:
+    def __init__(
+        self,
+        image: CachedTrunk | None,
+        text: CachedTrunk | None,
+        trim_padding: bool | None = None,
+    ) -> None:
         self.image = image
         self.text = text
+        self.trim_padding = trim_padding
+
+    def _trim(self, model: Any) -> bool:
+        if self.trim_padding is not None:
+            return self.trim_padding
+        return not any(
+            m.training and m.p > 0 for m in model.text_tower.modules() if isinstance(m, nn.Dropout)
+        )
 
     def encode(self, model: Any, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """(image, text) embeddings of ``batch``, image first (as the uncached step)."""
@@ -318,6 +338,10 @@ class TrunkCache:
         else:
             feats = self.text.features(batch["index"], ids, mask)
             feats = feats.to(next(model.text_proj.parameters()).dtype)
+            if self._trim(model):  # padded key positions are masked out: drop them
+                keep = max(int(mask.sum(1).max()), 1)
+                if int(mask[:, :keep].sum()) == int(mask.sum()):  # right padding only
+                    feats, ids, mask = feats[:, :keep], ids[:, :keep], mask[:, :keep]
             text = F.normalize(model.text_proj(self.text.split.top(feats, ids, mask)), dim=-1)
         return image, text
 

@@ -101,8 +101,8 @@ def hnnce_direction(
     "hnnce",
     schema={
         "alpha": Opt(float, lo=0.0),
-        "beta1": Opt(float, lo=0.0),
-        "beta2": Opt(float, lo=0.0, nullable=True),
+        "beta1": Opt(float),  # < 0 is allowed: it moves weight away from hard negatives
+        "beta2": Opt(float, nullable=True),
         "reduction": Opt(choices=("mean", "sum")),
         "detach_weights": Opt(bool),
     },

@@ -196,6 +196,8 @@ def load_model_and_config(
     """
     from vlexp.encoders import ENCODERS
 
+    if config:  # a wrong config path is reported before the checkpoint is read
+        run_config_path(Path(ckpt), config)
     blob = read_checkpoint(ckpt)
     weights = model_weights(ckpt, blob)
     cfg = checkpoint_config(ckpt, config, run_dir, blob=blob)

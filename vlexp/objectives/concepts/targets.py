@@ -247,6 +247,13 @@ class LazyTargets:
         batches, and store their logits."""
         if device is not None and self.teacher.device != torch.device(device):
             self.teacher.to(device)
+        if self.teacher_calls == 0:
+            log.info(
+                "teacher targets are computed as training uses them (%d of %d cached; "
+                "objective precompute=true computes them all first)",
+                self.num_done,
+                len(self),
+            )
         tf = self.teacher.pil_transform()
         for s in range(0, len(rows), self.batch_size):
             part = rows[s : s + self.batch_size]
