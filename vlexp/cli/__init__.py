@@ -1,4 +1,5 @@
-"""Command-line entry points (``python -m vlexp.cli.<command>``) and where their configs are."""
+"""Command-line entry points (``vlexp <command>``, or ``python -m vlexp.cli.<command>``) and
+where their configs are."""
 
 from __future__ import annotations
 
