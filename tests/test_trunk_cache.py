@@ -246,3 +246,32 @@ def test_run_config_decides_and_keys_by_dataset(model, tmp_path) -> None:
     other = trunk_cache_for_run(model, cfg(None), _Pairs(CAPTIONS[::-1]))
     assert other.text.store.folder != fixed.text.store.folder  # other captions: other rows
     assert other.image.store.folder != fixed.image.store.folder
+
+
+@pytest.mark.slow
+def test_trimmed_padding_equal_without_dropout(model, tmp_path) -> None:
+    """Without active dropout the text top runs on the batch's longest caption only."""
+    ref_model = copy.deepcopy(model)
+    for m in ref_model.text_tower.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    cached_model = copy.deepcopy(ref_model)
+    cache = build_trunk_cache(cached_model, "true", _inputs(), tmp_path)
+    batch = _batch(model, [0, 1, 2, 3, 4, 5])
+    assert cache._trim(cached_model.train()) and int(batch["attention_mask"].sum(1).max()) < 32
+    ref_grads, _ = _train(ref_model, [batch])
+    grads, _ = _train(cached_model, [batch], cache)
+    for name in ref_grads[0]:
+        torch.testing.assert_close(grads[0][name], ref_grads[0][name], rtol=1e-4, atol=1e-6)
+
+
+def test_cache_pickles_with_its_model(model, tmp_path) -> None:
+    """ddp_spawn pickles the module: the cache must travel with the towers it cuts."""
+    import pickle
+
+    cache = build_trunk_cache(model, "true", _inputs(), tmp_path)
+    batch = _batch(model, [0, 1])
+    cache.text.features(batch["index"], batch["input_ids"], batch["attention_mask"])
+    model2, cache2 = pickle.loads(pickle.dumps((model, cache)))
+    assert cache2.text.split.tower is model2.text_tower
+    assert cache2.text.store.filled(np.array([0, 1, 2])).tolist() == [True, True, False]

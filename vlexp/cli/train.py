@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from vlexp.cli import CONF_DIR
 from vlexp.config import ConfigError, exit_on_config_error, validate_config
 from vlexp.encoders import ENCODERS
-from vlexp.encoders.trunk_cache import trunk_cache_for_run
+from vlexp.encoders.trunk_cache import TrunkCacheError, trunk_cache_for_run
 from vlexp.objectives import OBJECTIVES
 from vlexp.samplers import SAMPLERS
 from vlexp.train.callbacks import AtomicCheckpointIO, LastCheckpoint, SamplerStatsCallback
@@ -202,7 +202,10 @@ def train(cfg: DictConfig) -> float | None:
         log.info("model: %s", module.model.freeze_summary())
     datamodule.setup("fit")
     module.objective.setup(datamodule.train_set, cache_dir=str(cfg.paths.cache_dir))
-    module.trunk_cache = trunk_cache_for_run(module.model, cfg, datamodule.train_set)
+    try:
+        module.trunk_cache = trunk_cache_for_run(module.model, cfg, datamodule.train_set)
+    except TrunkCacheError as exc:  # encoder.trunk_cache=true that cannot hold
+        raise ConfigError(str(exc)) from None
     start = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     fit_seconds = time.time() - start

@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,19 +74,85 @@ def check_mode(mode: Any) -> str:
 # --------------------------------------------------------------------- tower splits
 
 
-@dataclass
 class TowerSplit:
-    """A tower cut at its freeze point: ``trunk`` (frozen) then ``top`` (trainable).
+    """A tower cut at its freeze point: :meth:`trunk` (frozen) then :meth:`top` (trainable).
 
     ``trunk(*inputs) -> (B, ...)`` per-sample features; ``top(features, *inputs) ->
     (B, D)`` pooled tower output. ``frozen_blocks`` is the number of frozen blocks after
-    the stem; ``trunk_modules`` the sub-modules whose weights the trunk uses.
+    the stem; :meth:`trunk_modules` the sub-modules whose weights the trunk uses. Plain
+    attributes only, so a module holding a split pickles (``ddp_spawn``).
     """
 
-    trunk: Callable[..., torch.Tensor]
-    top: Callable[..., torch.Tensor]
-    frozen_blocks: int
-    trunk_modules: list[nn.Module]
+    def __init__(self, tower: nn.Module, frozen_blocks: int) -> None:
+        self.tower = tower
+        self.frozen_blocks = frozen_blocks
+
+    def trunk_modules(self) -> list[nn.Module]:
+        """The stem and the frozen blocks."""
+        raise NotImplementedError
+
+    def trunk(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Frozen part: per-sample features."""
+        raise NotImplementedError
+
+    def top(self, features: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+        """Trainable part on the trunk's features: pooled tower output."""
+        raise NotImplementedError
+
+
+class TextSplit(TowerSplit):
+    """BERT-style text tower: embeddings + first layers | last layers + pooling."""
+
+    def _layers(self) -> nn.ModuleList:
+        return self.tower.model.encoder.layer  # type: ignore[return-value]
+
+    def trunk_modules(self) -> list[nn.Module]:
+        return [self.tower.model.embeddings, *self._layers()[: self.frozen_blocks]]
+
+    def _run(self, hidden: torch.Tensor, attention_mask: torch.Tensor, blocks: Any) -> torch.Tensor:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        mask = create_bidirectional_mask(
+            config=self.tower.model.config, inputs_embeds=hidden, attention_mask=attention_mask
+        )
+        for layer in blocks:
+            hidden = layer(hidden, mask)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        return hidden
+
+    def trunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        hidden = self.tower.model.embeddings(input_ids=input_ids)
+        return self._run(hidden, attention_mask, self._layers()[: self.frozen_blocks])
+
+    def top(  # type: ignore[override]
+        self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        hidden = self._run(hidden, attention_mask, self._layers()[self.frozen_blocks :])
+        return self.tower.pool(hidden, attention_mask)  # type: ignore[operator]
+
+
+class ImageSplit(TowerSplit):
+    """timm EfficientNet-style image tower: stem + first blocks | last blocks + head."""
+
+    def _blocks(self) -> list[nn.Module]:
+        return [block for stage in self.tower.model.blocks for block in stage]
+
+    def trunk_modules(self) -> list[nn.Module]:
+        model = self.tower.model
+        return [model.conv_stem, model.bn1, *self._blocks()[: self.frozen_blocks]]
+
+    def trunk(self, images: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        model = self.tower.model
+        x = model.bn1(model.conv_stem(images))
+        for block in self._blocks()[: self.frozen_blocks]:
+            x = block(x)
+        return x
+
+    def top(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        model = self.tower.model
+        for block in self._blocks()[self.frozen_blocks :]:
+            x = block(x)
+        return model.forward_head(model.bn2(model.conv_head(x)))
 
 
 def frozen_block_count(tower: Any) -> int | None:
@@ -122,38 +188,14 @@ def text_split(tower: Any) -> TowerSplit | None:
         or getattr(model.config, "is_decoder", False)
         or getattr(model.config, "model_type", None) not in TEXT_MODEL_TYPES
         or not hasattr(tower, "param_groups")
+        or not hasattr(tower, "pool")
     ):
         return None
     frozen = frozen_block_count(tower)
     if frozen is None:
         return None
-    from transformers.masking_utils import create_bidirectional_mask
-
-    def mask_of(hidden: torch.Tensor, attention_mask: torch.Tensor) -> Any:
-        return create_bidirectional_mask(
-            config=model.config, inputs_embeds=hidden, attention_mask=attention_mask
-        )
-
-    def run(hidden: torch.Tensor, attention_mask: torch.Tensor, blocks: Any) -> torch.Tensor:
-        mask = mask_of(hidden, attention_mask)
-        for layer in blocks:
-            hidden = layer(hidden, mask)
-            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-        return hidden
-
-    def trunk(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = model.embeddings(input_ids=input_ids)
-        return run(hidden, attention_mask, layers[:frozen])
-
-    def top(
-        hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> torch.Tensor:
-        return tower.pool(run(hidden, attention_mask, layers[frozen:]), attention_mask)
-
-    modules = [model.embeddings, *layers[:frozen]]
-    if not _same_params(modules, tower, frozen):
-        return None
-    return TowerSplit(trunk, top, frozen, modules)
+    split = TextSplit(tower, frozen)
+    return split if _same_params(split.trunk_modules(), tower, frozen) else None
 
 
 def image_split(tower: Any) -> TowerSplit | None:
@@ -167,23 +209,8 @@ def image_split(tower: Any) -> TowerSplit | None:
     frozen = frozen_block_count(tower)
     if frozen is None:
         return None
-    flat = [block for stage in model.blocks for block in stage]
-
-    def trunk(images: torch.Tensor) -> torch.Tensor:
-        x = model.bn1(model.conv_stem(images))
-        for block in flat[:frozen]:
-            x = block(x)
-        return x
-
-    def top(x: torch.Tensor) -> torch.Tensor:
-        for block in flat[frozen:]:
-            x = block(x)
-        return model.forward_head(model.bn2(model.conv_head(x)))
-
-    modules = [model.conv_stem, model.bn1, *flat[:frozen]]
-    if not _same_params(modules, tower, frozen):
-        return None
-    return TowerSplit(trunk, top, frozen, modules)
+    split = ImageSplit(tower, frozen)
+    return split if _same_params(split.trunk_modules(), tower, frozen) else None
 
 
 # --------------------------------------------------------------------- fingerprints
@@ -368,7 +395,7 @@ def _store(
     meta = {
         "tower": side,
         "dataset": inputs.dataset,
-        "weights": weights_fingerprint(split.trunk_modules),
+        "weights": weights_fingerprint(split.trunk_modules()),
         "frozen_blocks": split.frozen_blocks,
         "preprocessing": dict(prep),
         "shape": list(shape),
