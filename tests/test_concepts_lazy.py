@@ -183,8 +183,10 @@ def _fill_in_process(teacher_file: str, cache: str, rows: list[int]) -> None:
     targets.lookup(torch.tensor(rows))
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_cache_entry(teacher_file, tmp_path):
-    ctx = torch.multiprocessing.get_context("fork")
+    # spawn, not fork: a forked child can hang in the parent's OpenMP thread pool
+    ctx = torch.multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(target=_fill_in_process, args=(teacher_file, str(tmp_path), rows))
         for rows in (list(range(0, 14)), list(range(10, 24)))
@@ -192,7 +194,7 @@ def test_two_processes_share_one_cache_entry(teacher_file, tmp_path):
     for p in procs:
         p.start()
     for p in procs:
-        p.join(120)
+        p.join(240)
         assert p.exitcode == 0
     data = _Pairs(24)
     teacher = build_teacher("synthetic", weights=teacher_file)
