@@ -36,8 +36,9 @@ from torch.utils.data import DataLoader
 from vlexp.data.bad_samples import BadSampleCounter
 from vlexp.data.pipeline import PairCollator, TrainTransform
 from vlexp.data.readers.memory import colour_block_pairs
-from vlexp.data.readers.webdataset_reader import WebDatasetPairs, iter_shard
+from vlexp.data.readers.webdataset_reader import WebDatasetPairs
 from vlexp.data.shards.export import export_webdataset
+from vlexp.data.shards.samples import iter_shard
 
 MODEL = "ViT-B-32"
 

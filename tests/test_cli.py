@@ -56,6 +56,20 @@ def test_help_lists_groups_without_importing_torch():
     assert "torch" not in _imported(res.stderr)
 
 
+@pytest.mark.parametrize(
+    ("args", "key", "value"),
+    [
+        (["export", "--cfg", "job", "out_dir=o", "format=wds"], "format", "wds"),
+        (["teacher", "train-synthetic", "out=t.pt", "--cfg", "job"], "action", "train-synthetic"),
+    ],
+)
+def test_export_and_teacher_are_hydra_apps_without_torch(args, key, value):
+    res = _run_cli(args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert OmegaConf.create(res.stdout)[key] == value
+    assert not {"torch", "vlexp.cli.export", "vlexp.cli.teacher"} & _imported(res.stderr)
+
+
 def test_shell_completion_answers():
     res = _run_cli(["-sc", "query=bash"], env={"COMP_LINE": "vlexp train objective=hn"})
     assert res.returncode == 0, res.stderr[-2000:]

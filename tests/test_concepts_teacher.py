@@ -1,5 +1,7 @@
 """Frozen teachers: the packaged EfficientNet-Lite0 on real photos, local timm weights."""
 
+import sys
+
 import pytest
 import torch
 from PIL import Image
@@ -90,30 +92,22 @@ def test_any_timm_classifier_with_local_weights(tmp_path):
 def test_synthetic_teacher_needs_weights(tmp_path):
     with pytest.raises(ValueError, match="train-synthetic"):
         build_teacher("synthetic")
-    with pytest.raises(FileNotFoundError, match="train-synthetic --out"):
+    with pytest.raises(FileNotFoundError, match="vlexp teacher train-synthetic out=.*nope.pt"):
         build_teacher("synthetic", weights=str(tmp_path / "nope.pt"))
 
 
-def test_train_synthetic_teacher_roundtrip(tmp_path):
-    from vlexp.cli.teacher import main
+def test_train_synthetic_teacher_roundtrip(tmp_path, monkeypatch, capsys):
+    import json
+
+    from vlexp.cli.main import main
     from vlexp.data.synthetic import LEAF_CLASSES
 
     out = tmp_path / "teacher.pt"
-    argv = [
-        "train-synthetic",
-        "--out",
-        str(out),
-        "--num-train",
-        "256",
-        "--num-val",
-        "64",
-        "--max-seconds",
-        "3",
-        "--epochs",
-        "2",
-        "--quiet",
-    ]
-    assert main(argv) == 0
+    monkeypatch.setattr(sys, "argv", ["vlexp"])
+    argv = ["teacher", "train-synthetic", f"out={out}", "num_train=256", "num_val=64"]
+    main([*argv, "max_seconds=3", "epochs=2", "quiet=true", f"hydra.run.dir={tmp_path}/run"])
+    lines = capsys.readouterr().out.splitlines()
+    assert json.loads("\n".join(lines[lines.index("{") :]))["num_train"] == 256
     teacher = build_teacher("synthetic", weights=str(out))
     assert teacher.multilabel and teacher.concept_names == list(LEAF_CLASSES)
     assert teacher.input_size == 64

@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not Path(args.teacher).is_file():
         raise SystemExit(
             f"teacher weights {args.teacher} not found; train them with "
-            f"`python -m vlexp.cli.teacher train-synthetic --out {args.teacher}`"
+            f"`vlexp teacher train-synthetic out={args.teacher}`"
         )
     clash = sorted({r for r, s, _ in _jobs(args) if s == TEACHER_SEED and r in TEACHER_ROWS})
     if clash:

@@ -34,8 +34,10 @@ stamp() { echo "[$(date +%H:%M:%S) +${SECONDS}s] $*"; }
 stamp "1. teacher -> ${TEACHER}"
 if [ ! -f "${TEACHER}" ]; then
   mkdir -p "$(dirname "${TEACHER}")"
-  "${PY}" -m vlexp.cli.teacher train-synthetic --out "${TEACHER}" --seed 1 --epochs 2 \
-    --max-seconds 100000 --quiet | tee "${SWEEP_DIR}/teacher/info.json"
+  "${PY}" -m vlexp.cli.teacher action=train-synthetic "out=${TEACHER}" seed=1 epochs=2 \
+    max_seconds=100000 quiet=true "hydra.run.dir=${SWEEP_DIR}/teacher" \
+    hydra.job_logging.root.level=WARNING \
+    | tee "${SWEEP_DIR}/teacher/info.json"
 fi
 
 stamp "2. ablation runs -> ${SWEEP_DIR}/<row>/seed<k>"

@@ -1,8 +1,9 @@
-"""``python -m vlexp.cli.export``: write any configured data source as CSV+files or tar shards.
+"""``vlexp export out_dir=PATH [format=csv|tsv|wds] [...]`` (also ``python -m
+vlexp.cli.export``): write any configured data source as CSV+files or tar shards.
 
-The source is composed from ``conf/train.yaml`` exactly as for training (default: the
-synthetic benchmark), with the same ``key=value`` overrides, and each split goes to its
-own folder::
+A Hydra app (config ``conf/export.yaml``). The source is the trainer's ``data`` group
+(default: the synthetic benchmark) with the same ``key=value`` overrides as for
+training, and each split goes to its own folder::
 
     OUT/train/            the training pairs
     OUT/val/<set>/        each validation set that is one caption per image
@@ -10,10 +11,10 @@ own folder::
 
 Examples::
 
-    python -m vlexp.cli.export --out /data/synth_wds --format wds data.source.num_train=20000
-    python -m vlexp.cli.export --out /data/synth_csv --format csv --splits train,val
+    vlexp export out_dir=/data/synth_wds format=wds data.source.num_train=20000
+    vlexp export out_dir=/data/synth_csv format=csv splits=[train,val]
     # convert a table to shards (any source can be exported)
-    python -m vlexp.cli.export --out /data/mine_wds --format wds data=csv data.source.path=/data/mine.csv
+    vlexp export out_dir=/data/mine_wds format=wds data=csv data.source.path=/data/mine.csv
 
 Sets that are not plain pair lists (the synthetic ``finegrained`` set with its
 distractors) are skipped with a note. The command printed at the end trains on the result.
@@ -21,22 +22,22 @@ distractors) are skipped with a note. The command printed at the end trains on t
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import hydra
 import numpy as np
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from vlexp.cli import CONF_DIR
-from vlexp.data.shards.export import export_csv, export_webdataset
 
 log = logging.getLogger("vlexp.data.shards.export")
 
 FORMATS = ("csv", "tsv", "wds")
+FORMAT_ALIASES = {"webdataset": "wds"}
+IMAGE_FORMATS = ("jpg", "png", "webp")
 SPLITS = ("train", "val", "test")
 
 
@@ -79,6 +80,8 @@ def export_source(
     overwrite: bool,
 ) -> Path:
     """Write one pair source in ``fmt``; return the table path or the shard folder."""
+    from vlexp.data.shards.export import export_csv, export_webdataset
+
     if fmt == "wds":
         export_webdataset(
             source,
@@ -129,11 +132,14 @@ def export_data(
     """:func:`export_splits` for an already composed ``data`` config section."""
     from vlexp.data.sources import DATASETS
 
+    fmt = FORMAT_ALIASES.get(fmt, fmt)
     if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+        raise ValueError(f"format={fmt} is not one of {list(FORMATS)} (or webdataset)")
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format={image_format} is not one of {list(IMAGE_FORMATS)}")
     bad = sorted(set(splits) - set(SPLITS))
     if bad:
-        raise ValueError(f"unknown split(s) {bad}; choose from {SPLITS}")
+        raise ValueError(f"splits: unknown split(s) {bad}; choose from {list(SPLITS)}")
     data_splits = DATASETS.build(data["source"], seed=seed)
     out = Path(out)
     written: dict[str, Path] = {}
@@ -172,61 +178,36 @@ def train_command(written: dict[str, Path], fmt: str, image_size: int | None = N
     return "python -m vlexp.run " + " ".join(parts)
 
 
-def _split_list(text: str) -> list[str]:
-    return [s.strip() for s in text.split(",") if s.strip()]
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
-    """Parse the command line, export, print what was written and how to train on it."""
-    parser = argparse.ArgumentParser(
-        prog="python -m vlexp.cli.export",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--out", required=True, help="output folder (one sub-folder per split)")
-    parser.add_argument(
-        "--format",
-        default="csv",
-        choices=FORMATS,
-        help="csv/tsv: table + image files; wds: img2dataset-style tar shards",
-    )
-    parser.add_argument(
-        "--splits",
-        default=",".join(SPLITS),
-        help="comma-separated splits to write (train,val,test)",
-    )
-    parser.add_argument("--shard-size", type=int, default=1000, help="samples per tar shard")
-    parser.add_argument("--image-format", default="jpg", choices=("jpg", "png", "webp"))
-    parser.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace an earlier export in the output folders"
-    )
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        help="config overrides as for training, e.g. data.source.num_train=5000 seed=1",
-    )
-    args = parser.parse_args(argv)
+def run(cfg: DictConfig) -> dict[str, Path]:
+    """Hydra task of ``vlexp export``: export, print what was written and how to train on it."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    data, seed = compose_data_config(args.overrides)
+    data: dict[str, Any] = OmegaConf.to_container(cfg.data, resolve=True)  # type: ignore[assignment]
+    fmt = FORMAT_ALIASES.get(str(cfg.format), str(cfg.format))
+    splits = [cfg.splits] if isinstance(cfg.splits, str) else list(cfg.splits)
     written = export_data(
         data,
-        seed,
-        args.out,
-        args.format,
-        _split_list(args.splits),
-        args.shard_size,
-        args.image_format,
-        args.quality,
-        args.overwrite,
+        int(cfg.seed),
+        str(cfg.out_dir),
+        fmt,
+        splits,
+        int(cfg.shard_size),
+        str(cfg.image_format),
+        int(cfg.quality),
+        bool(cfg.overwrite),
     )
     for k, p in written.items():
         print(f"{k:>24}: {p}")
     if "train" in written:
         size = data["source"].get("image_size")
-        print("train on it with:\n  " + train_command(written, args.format, size))
+        print("train on it with:\n  " + train_command(written, fmt, size))
     return written
 
 
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
+def main(cfg: DictConfig) -> dict[str, Path]:
+    """``python -m vlexp.cli.export out_dir=PATH [format=wds] [data=csv ...]``."""
+    return run(cfg)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -1,11 +1,10 @@
 """The ``vlexp`` command: ``vlexp <command> [key=value ...]``.
 
-``train``, ``eval``, ``filter``, ``tag`` and ``fewshot`` are Hydra apps (configs from
-conf/, the same ``group=option key=value`` overrides, ``--help``, ``--cfg job``, ``-m``
-sweeps and ``--shell-completion``); ``export``, ``teacher`` and ``clip_benchmark`` keep
-their ``--flag`` options. Nothing heavy (torch,
-Lightning) is imported until a command actually runs, so ``--help`` and ``--cfg job``
-answer quickly.
+``train``, ``eval``, ``filter``, ``tag``, ``fewshot``, ``export`` and ``teacher`` are
+Hydra apps (configs from conf/, the same ``group=option key=value`` overrides, ``--help``,
+``--cfg job``, ``-m`` sweeps and ``--shell-completion``); ``clip_benchmark`` keeps its
+``--flag`` options. Nothing heavy (torch, Lightning) is imported until a command actually
+runs, so ``--help`` and ``--cfg job`` answer quickly.
 """
 
 from __future__ import annotations
@@ -49,12 +48,18 @@ COMMANDS: dict[str, Command] = {
     "fewshot": Command(
         "vlexp.cli.fewshot:run", "few-shot linear probes of a checkpoint", "fewshot"
     ),
-    "export": Command("vlexp.cli.export:main", "write a data source as CSV or tar shards"),
-    "teacher": Command("vlexp.cli.teacher:main", "train the synthetic concept teacher"),
+    "export": Command("vlexp.cli.export:run", "write a data source as CSV or tar shards", "export"),
+    "teacher": Command("vlexp.cli.teacher:run", "train the synthetic concept teacher", "teacher"),
     "clip_benchmark": Command("vlexp.cli.clip_benchmark:main", "CLIP_benchmark on a checkpoint"),
 }
 
 _COMPLETION_FLAGS = ("-sc", "--shell-completion")
+
+# a leading bare word that stands for ``key=word``: ``vlexp filter merge`` = ``mode=merge``
+LEADING_WORDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "filter": ("mode", ("run", "merge")),
+    "teacher": ("action", ("train-synthetic",)),
+}
 
 
 def hydra_app(name: str, command: Command) -> Callable[[], Any]:
@@ -110,8 +115,9 @@ def _prepare_argv(name: str, command: Command, rest: list[str]) -> None:
     __main__.__spec__.name`` + ``sys.argv[1:]``); naming the command's module there makes
     every rank run the same command with the same overrides.
     """
-    if name == "filter" and rest and rest[0] in ("run", "merge"):
-        rest = [f"mode={rest[0]}", *rest[1:]]
+    key, words = LEADING_WORDS.get(name, ("", ()))
+    if rest and rest[0] in words:
+        rest = [f"{key}={rest[0]}", *rest[1:]]
     sys.argv = [sys.argv[0], *rest]
     main_module = sys.modules.get("__main__")
     current = getattr(main_module, "__spec__", None)

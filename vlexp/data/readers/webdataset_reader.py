@@ -22,8 +22,9 @@ Fields: the image is the first of ``jpg/jpeg/png/webp``; the caption is ``.txt``
 the ``.json`` ``caption``; text that is not valid UTF-8 makes the sample bad); tags are
 the ``.json`` field ``tags`` and the label its ``label`` (-1 when absent). Tag and label
 names map to class ids through ``class_names``, else ``classes.json`` next to the shards,
-else the sorted names found in the shards (:func:`class_names_in_shards`, e.g.
-img2dataset output with ``label``/``tags`` columns); integers are taken as ids.
+else the sorted names found in the shards
+(:func:`vlexp.data.shards.samples.class_names_in_shards`, e.g. img2dataset output with
+``label``/``tags`` columns); integers are taken as ids.
 ``index`` is the sample's global position (shard offsets from
 ``sizes.json``/``_stats.json``), -1 when sizes are unknown.
 
@@ -41,10 +42,9 @@ built from a one-off :func:`vlexp.data.shards.index.index_shards` pass.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,209 +53,21 @@ import torch
 
 from vlexp.data import bad_samples as R
 from vlexp.data.bad_samples import BAD_SAMPLES_KEY, BadSampleCounter, attach_log, merge_logs
-from vlexp.data.records import (
-    IMAGE_ERRORS,
-    IMAGE_EXTS,
-    ClassVocab,
-    clean_caption,
-    decode_image,
-    names_found,
-)
+from vlexp.data.records import IMAGE_ERRORS, ClassVocab, decode_image
 from vlexp.data.shards.listing import (
     distributed_rank_world,
     is_local,
     list_shards,
     local_path,
-    open_shard,
     quota,
     read_sizes,
     split_by_node_and_worker,
     worker_id_count,
 )
-from vlexp.data.shards.tario import RawSample, TarCorrupt, TarTruncated, tar_samples
+from vlexp.data.shards.samples import image_field, iter_shard, parse_text_fields, vocab_from_shards
+from vlexp.data.shards.tario import RawSample
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------- record parsing
-def parse_text_fields(
-    raw: RawSample, vocab: ClassVocab | None, counter: BadSampleCounter
-) -> tuple[str, list[int], int] | None:
-    """Caption, tag ids and label of a raw sample; None (counted) when it has no caption."""
-    where = f"{raw.url}:{raw.key}"
-    meta, json_encoding = _json_meta(raw, counter, where)
-    caption = None
-    txt = raw.fields.get("txt")
-    if txt is not None:
-        try:
-            caption = clean_caption(txt.decode("utf-8"))
-        except UnicodeDecodeError as e:
-            counter.add(R.BAD_ENCODING, f"{where}.txt is not valid UTF-8 ({e}): {txt[:80]!r}")
-            return None
-    if caption is None:
-        caption = clean_caption(meta.get("caption"))
-    if caption is None:
-        if json_encoding and txt is None:
-            counter.add(R.BAD_ENCODING, f"{where}.json is not valid UTF-8")
-            return None
-        has_any = txt is not None or "caption" in meta
-        counter.add(R.EMPTY_CAPTION if has_any else R.MISSING_CAPTION, where)
-        return None
-    tags_raw = meta.get("tags") or []
-    if not isinstance(tags_raw, list):
-        tags_raw = [tags_raw]
-    if vocab is not None:
-        tags = vocab.tag_ids(tags_raw, counter, where)
-        label = vocab.label_id(meta.get("label"), counter, where)
-    else:
-        tags = [int(t) for t in tags_raw if isinstance(t, int) and not isinstance(t, bool)]
-        if len(tags) != len(tags_raw):
-            counter.note(
-                R.UNKNOWN_TAG, f"{where}: tag names without a class list (pass class_names)"
-            )
-        label = meta.get("label", -1)
-        if not isinstance(label, int) or isinstance(label, bool):
-            if label is not None:
-                counter.note(R.UNKNOWN_LABEL, f"{where}: label {label!r} without a class list")
-            label = -1
-    return caption, tags, label
-
-
-def _json_meta(
-    raw: RawSample, counter: BadSampleCounter | None, where: str
-) -> tuple[dict[str, Any], bool]:
-    """The sample's ``.json`` object ({} when absent or bad, noted) and whether it failed
-    for not being UTF-8."""
-    data = raw.fields.get("json")
-    if data is None:
-        return {}, False
-    try:
-        meta = json.loads(data)
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-    except (ValueError, UnicodeDecodeError) as e:
-        if counter is not None:
-            counter.note(R.BAD_JSON, f"{where}: {e}")
-        return {}, isinstance(e, UnicodeDecodeError)
-    return meta, False
-
-
-def _names_in(meta: dict[str, Any]) -> tuple[list[Any], Any]:
-    tags = meta.get("tags") or []
-    return (tags if isinstance(tags, list) else [tags]), meta.get("label")
-
-
-def class_names_in_shards(urls: Sequence[str]) -> list[str] | None:
-    """Sorted class names used by the ``.json`` ``tags``/``label`` fields of local shards,
-    or None when the first shard uses none (ids only, or no tags at all).
-
-    img2dataset writes ``<shard>.parquet`` next to each shard; its ``tags``/``label``
-    columns are read when present, else the shards' ``.json`` members (image bytes are
-    skipped).
-    """
-    local = [u for u in urls if is_local(u)]
-    first = _shard_names(local[0]) if local else []
-    if not first:
-        return None
-    found = set(first)
-    for url in local[1:]:
-        found.update(_shard_names(url))
-    return sorted(found)
-
-
-def _shard_names(url: str) -> list[str]:
-    """Class names used by one shard (its img2dataset parquet when it has the columns)."""
-    table = Path(local_path(url)).with_suffix(".parquet")
-    if table.is_file():
-        names = _parquet_names(table)
-        if names is not None:
-            return names
-    tags: list[list[Any]] = []
-    labels: list[Any] = []
-    dummy = BadSampleCounter(1.0, log_first=0)
-    for raw in iter_shard(url, dummy, want=lambda f: f == "json"):
-        meta, _ = _json_meta(raw, None, "")
-        t, label = _names_in(meta)
-        tags.append(t)
-        labels.append(label)
-    return names_found(tags, labels)
-
-
-def _parquet_names(path: Path) -> list[str] | None:
-    """Names in an img2dataset parquet's ``tags``/``label`` columns (successful rows
-    only); None when it has neither column or cannot be read."""
-    import pyarrow.parquet as pq
-
-    try:
-        columns = set(pq.read_schema(path).names)
-        wanted = [c for c in ("tags", "label", "status") if c in columns]
-        if "tags" not in wanted and "label" not in wanted:
-            return None
-        df = pq.read_table(path, columns=wanted).to_pandas()
-    except (OSError, ValueError):
-        return None
-    if "status" in df:
-        df = df[df["status"] == "success"]
-    tags = [_as_list(t) for t in df["tags"]] if "tags" in df else []
-    labels = df["label"].tolist() if "label" in df else []
-    return names_found(tags, labels)
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None or isinstance(value, float):
-        return []
-    if isinstance(value, str):
-        return [value]
-    return list(value)
-
-
-def image_field(raw: RawSample) -> str | None:
-    """The field holding the sample's image (first of jpg/jpeg/png/webp), or None."""
-    for ext in IMAGE_EXTS:
-        if ext in raw.fields:
-            return ext
-    return None
-
-
-def iter_shard(
-    url: str,
-    counter: BadSampleCounter,
-    expected: int | None = None,
-    want: Callable[[str], bool] | None = None,
-) -> Iterator[RawSample]:
-    """Raw samples of one shard; a shard that cannot be opened or read to its end is
-    counted after yielding what it had: ``truncated_tar`` / ``unreadable_shard`` once per
-    sample lost (``expected - read`` when the shard's size is known, else at least one).
-    ``want(field)`` False skips a field's bytes (its span is still recorded)."""
-    n = 0
-    try:
-        with open_shard(url) as stream:
-            for raw in tar_samples(stream, url, want):
-                n += 1
-                yield raw
-    except TarTruncated as e:
-        _count_lost(counter, R.TRUNCATED_TAR, url, f"{e}", n, expected)
-        return
-    except (TarCorrupt, OSError, ValueError) as e:
-        _count_lost(counter, R.UNREADABLE_SHARD, url, f"{type(e).__name__}: {e}", n, expected)
-        return
-    if expected is not None and n < expected:
-        _count_lost(counter, R.TRUNCATED_TAR, url, "the archive ends early", n, expected)
-
-
-def _count_lost(
-    counter: BadSampleCounter, reason: str, url: str, why: str, n: int, expected: int | None
-) -> None:
-    """Count the samples a broken shard lost (what its known size says, else one)."""
-    if expected is None:
-        counter.add(reason, f"{url}: {why}; read {n} samples, size unknown: at least 1 lost")
-        return
-    lost = expected - n
-    detail = f"{url}: {why}; read {n} of {expected} samples, {max(lost, 0)} lost"
-    if lost > 0:
-        counter.lost(reason, lost, detail)
-    else:
-        counter.note(reason, detail)
 
 
 def _shuffle_buffer(stream: Iterable[Any], size: int, rng: np.random.Generator) -> Iterator[Any]:
@@ -558,21 +370,6 @@ class WebDatasetPairs(torch.utils.data.IterableDataset):
             "index": index,
             "key": raw.key,
         }
-
-
-def vocab_from_shards(urls: list[str]) -> ClassVocab | None:
-    """Class names found in the shards (one summary line), None when they use none."""
-    names = class_names_in_shards(urls)
-    if not names:
-        return None
-    log.info(
-        "no classes.json next to the shards: %d class names taken from the tags/labels found "
-        "in %d shard(s) (e.g. %s); write a classes.json to fix the order and skip this scan",
-        len(names),
-        len(urls),
-        names[:5],
-    )
-    return ClassVocab(names)
 
 
 def _whole_batches(

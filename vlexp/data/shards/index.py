@@ -27,14 +27,9 @@ import numpy as np
 
 from vlexp.data import bad_samples as R
 from vlexp.data.bad_samples import BadSampleCounter, attach_log, first_good
-from vlexp.data.readers.webdataset_reader import (
-    image_field,
-    iter_shard,
-    parse_text_fields,
-    vocab_from_shards,
-)
 from vlexp.data.records import IMAGE_ERRORS, IMAGE_EXTS, ClassVocab, PackedStrings, decode_image
 from vlexp.data.shards.listing import is_local, list_shards, local_path, read_sizes
+from vlexp.data.shards.samples import image_field, iter_shard, parse_text_fields, vocab_from_shards
 from vlexp.data.types import TagTable
 from vlexp.io import write_atomic
 

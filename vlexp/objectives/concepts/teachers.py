@@ -10,7 +10,7 @@ output concepts (:class:`ImageTeacher`). :func:`build_teacher` picks one by name
   mean = std = 0.5 (the TF EfficientNet-Lite convention ``(x - 127.5) / 127.5``; with it the
   shipped weights are slightly more confident on real photos than with ImageNet's).
 - ``synthetic``: a small CNN trained on the synthetic data's object classes by
-  ``python -m vlexp.cli.teacher train-synthetic --out PATH`` (multi-label over leaf classes);
+  ``vlexp teacher train-synthetic out=PATH`` (multi-label over leaf classes);
   ``weights`` is that file. With ``build_if_missing`` (what ``objective=diht_synthetic``
   and ``experiment=diht`` set) a missing file is trained on first use, once, under a
   file lock (:func:`ensure_synthetic_teacher`).
@@ -22,8 +22,8 @@ output concepts (:class:`ImageTeacher`). :func:`build_teacher` picks one by name
 Nothing is ever downloaded: a name without local weights fails with a message saying
 how to point at them.
 
-Command: ``python -m vlexp.cli.teacher train-synthetic --out PATH [--num-train 10000]
-[--max-seconds 120] [--knob KEY=VALUE ...]`` trains the synthetic teacher (about 2
+Command: ``vlexp teacher train-synthetic out=PATH [num_train=10000] [max_seconds=120]
+[+knobs.KEY=VALUE ...]`` trains the synthetic teacher (about 2
 minutes on 2 CPU cores, held-out mean AP about 0.9) and prints its held-out scores.
 """
 
@@ -296,7 +296,7 @@ def build_teacher(
         if not weights:
             raise ValueError(
                 "teacher.name=synthetic needs teacher.weights=PATH of a teacher trained with "
-                "`python -m vlexp.cli.teacher train-synthetic --out PATH`"
+                "`vlexp teacher train-synthetic out=PATH`"
             )
         if build_if_missing:
             ensure_synthetic_teacher(weights)
@@ -406,19 +406,19 @@ def save_synthetic_teacher(
 
 
 def load_synthetic_teacher(path: str | os.PathLike) -> ImageTeacher:
-    """Load a teacher saved by ``python -m vlexp.cli.teacher train-synthetic``."""
+    """Load a teacher saved by ``vlexp teacher train-synthetic``."""
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"synthetic teacher not found at {path}; train one with "
-            f"`python -m vlexp.cli.teacher train-synthetic --out {path}` (or set "
+            f"`vlexp teacher train-synthetic out={path}` (or set "
             "teacher.build_if_missing=true to train it on first use)"
         )
     blob = load_torch_file(path, "synthetic teacher")
     if not isinstance(blob, dict) or blob.get("format") != SYNTHETIC_FORMAT:
         raise ValueError(
             f"{path} is not a vlexp synthetic teacher (expected format "
-            f"'{SYNTHETIC_FORMAT}'); retrain it with train-synthetic"
+            f"'{SYNTHETIC_FORMAT}'); retrain it with `vlexp teacher train-synthetic out={path}`"
         )
     model = SmallCNN(len(blob["class_names"]), int(blob["width"]))
     model.load_state_dict(blob["state_dict"])
@@ -458,8 +458,8 @@ def ensure_synthetic_teacher(
         log.warning(
             "synthetic teacher not found at %s: training it now on the synthetic object "
             "classes (once; rendering images, then at most %.0f s of training on this "
-            "machine; later runs reuse the file). Same as `python -m vlexp.cli.teacher "
-            "train-synthetic --out %s`",
+            "machine; later runs reuse the file). Same as `vlexp teacher "
+            "train-synthetic out=%s`",
             path,
             budget,
             path,
