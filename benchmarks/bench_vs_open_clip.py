@@ -169,6 +169,7 @@ def run_vlexp(args: argparse.Namespace, csv: Path, work: Path) -> dict[str, Any]
         cfg = compose(config_name="train", overrides=overrides)
     with open_dict(cfg):
         cfg.encoder.model_cfg = tiny_open_clip_config()
+        cfg.encoder.image_size = int(cfg.data.source.image_size)  # before the source is replaced
         cfg.data.source = {"name": "bench_csv", "path": str(csv)}
         cfg.paths.output_dir = str(work / "vlexp_run")
     torch.set_float32_matmul_precision("high")

@@ -135,7 +135,9 @@ class ImageTeacher:
         """
         self.model.eval()
         device = self.device
-        x = images.to(device, non_blocking=True)
+        # the teacher's own dtype: under ``64-true`` ToTensor yields float64 pixels
+        dtype = next(self.model.parameters()).dtype
+        x = images.to(device, dtype=dtype, non_blocking=True)
         with torch.inference_mode():
             if device.type == "cuda":
                 with torch.autocast("cuda", dtype=torch.bfloat16):
