@@ -38,3 +38,20 @@ def make_cfg(tmp_path):
         return compose_cfg(overrides, output_dir=tmp_path / "run")
 
     return _make
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory) -> str:
+    """An untrained synthetic concept teacher over the synthetic data's leaf classes, saved
+    the way vlexp loads teachers (test modules that need another teacher define their own)."""
+    import torch
+
+    from vlexp.data.synthetic import LEAF_CLASSES
+    from vlexp.objectives.concepts.teachers import SmallCNN, save_synthetic_teacher
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "synthetic.pt"
+    save_synthetic_teacher(
+        SmallCNN(len(LEAF_CLASSES), width=8), LEAF_CLASSES, 64, (0.5,) * 3, (0.25,) * 3, path
+    )
+    return str(path)

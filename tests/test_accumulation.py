@@ -41,20 +41,6 @@ TINY = {
 
 
 # ------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def teacher_file(tmp_path_factory) -> str:
-    """An untrained synthetic concept teacher, saved the way vlexp loads them."""
-    from vlexp.data.synthetic import LEAF_CLASSES
-    from vlexp.objectives.concepts.teachers import SmallCNN, save_synthetic_teacher
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("teacher") / "synthetic.pt"
-    save_synthetic_teacher(
-        SmallCNN(len(LEAF_CLASSES), width=8), LEAF_CLASSES, 64, (0.5,) * 3, (0.25,) * 3, path
-    )
-    return str(path)
-
-
 def _model() -> TwoTower:
     torch.manual_seed(0)
     return ENCODERS.build(dict(TINY)).double()

@@ -28,20 +28,6 @@ PRECISIONS_LISTED = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true"
 
 
 # ------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def teacher_file(tmp_path_factory) -> str:
-    """An untrained synthetic concept teacher (weights saved the way vlexp loads them)."""
-    from vlexp.data.synthetic import LEAF_CLASSES
-    from vlexp.objectives.concepts.teachers import SmallCNN, save_synthetic_teacher
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("teacher") / "synthetic.pt"
-    save_synthetic_teacher(
-        SmallCNN(len(LEAF_CLASSES), width=8), LEAF_CLASSES, 64, (0.5,) * 3, (0.25,) * 3, path
-    )
-    return str(path)
-
-
 def _tiny_model():
     torch.manual_seed(0)
     model = ENCODERS.build(
