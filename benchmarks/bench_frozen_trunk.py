@@ -18,7 +18,12 @@ backward, AdamW step, on a batch of ``--batch-size`` synthetic training pairs.
 - ``cached_trimmed``: also drops the padding positions from the text top (the batch's
   longest caption instead of ``context_length``). Training does this only when no
   dropout in the text tower is active (e.g. ``hidden_dropout_prob=0``): the preset's
-  trainable MiniLM layer uses dropout 0.1, whose masks depend on the tensor shape.
+  trainable MiniLM layer uses dropout 0.1, whose masks depend on the tensor shape, so
+  with it the trimmed step is not the uncached step;
+- ``lit_uncached`` / ``lit_cached``: the same pair of towers frozen whole
+  (``encoder.text.freeze=all encoder.image.freeze=all``, the LiT setting: only the
+  projections and the temperature train). Cached, a step reads one pooled vector per
+  sample and tower and runs the projections.
 
 Each variant trains its own copy of the same initial model on the same batch,
 interleaved (rounds rotate the order), so load drift on a shared machine hits all alike;
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -45,10 +51,13 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _config(batch_size: int) -> Any:
+LIT = ["encoder.text.freeze=all", "encoder.image.freeze=all"]
+
+
+def _config(batch_size: int, extra: tuple[str, ...] = ()) -> Any:
     from hydra import compose, initialize_config_dir
 
-    overrides = ["experiment=tonics", "data.train_crop_scale=null"]
+    overrides = ["experiment=tonics", "data.train_crop_scale=null", *extra]
     overrides += [f"data.batch_size={batch_size}", "data.source.num_train=2000"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
@@ -93,18 +102,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = _config(args.batch_size)
+    lit_cfg = _config(args.batch_size, tuple(LIT))
     torch.manual_seed(0)
     base = ENCODERS.build(OmegaConf.to_container(cfg.encoder, resolve=True))
+    torch.manual_seed(0)
+    lit = ENCODERS.build(OmegaConf.to_container(lit_cfg.encoder, resolve=True))
     batch, train_set = _batch(base, cfg, args.batch_size)
-    names = ("uncached", "cached", "cached_trimmed")
-    models = {name: copy.deepcopy(base) for name in names}
+    names = ("uncached", "cached", "cached_trimmed", "lit_uncached", "lit_cached")
+    models = {name: copy.deepcopy(lit if name.startswith("lit") else base) for name in names}
     with tempfile.TemporaryDirectory() as tmp:
-        cfg.paths.cache_dir = tmp
+        cfg.paths.cache_dir = lit_cfg.paths.cache_dir = tmp
         cache = trunk_cache_for_run(models["cached"], cfg, train_set)
         assert cache is not None and cache.image is not None and cache.text is not None
         trimmed = trunk_cache_for_run(models["cached_trimmed"], cfg, train_set)
         trimmed.trim_padding = True
-        caches = {"uncached": None, "cached": cache, "cached_trimmed": trimmed}
+        lit_cache = trunk_cache_for_run(models["lit_cached"], lit_cfg, train_set)
+        assert lit_cache is not None and lit_cache.image is not None and lit_cache.text is not None
+        caches = {
+            "uncached": None,
+            "cached": cache,
+            "cached_trimmed": trimmed,
+            "lit_uncached": None,
+            "lit_cached": lit_cache,
+        }
         opts = {}
         for name, m in models.items():
             m.train()
@@ -112,9 +132,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             opts[name] = torch.optim.AdamW(params, lr=1e-4)
         fill_ms = _step(models["cached"], opts["cached"], batch, cache)
         _step(models["cached_trimmed"], opts["cached_trimmed"], batch, trimmed)
+        lit_fill_ms = _step(models["lit_cached"], opts["lit_cached"], batch, lit_cache)
         times: dict[str, list[float]] = {name: [] for name in names}
         for r in range(args.warmup + args.rounds):
-            order = list(names[r % 3 :] + names[: r % 3])
+            k = r % len(names)
+            order = list(names[k:] + names[:k])
             for name in order:
                 ms = _step(models[name], opts[name], batch, caches[name])
                 if r >= args.warmup:
@@ -124,14 +146,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "image_size": base.image_size,
         "threads": torch.get_num_threads(),
         "params": base.freeze_summary(),
+        "lit_params": lit.freeze_summary(),
         "fill_ms": round(fill_ms, 1),
+        "lit_fill_ms": round(lit_fill_ms, 1),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
     }
     for name in names:
         out[f"{name}_ms_median"] = round(statistics.median(times[name]), 1)
-        if name != "uncached":
-            ratios = [u / c for u, c in zip(times["uncached"], times[name])]
+        if name not in ("uncached", "lit_uncached"):
+            ref = times["lit_uncached" if name.startswith("lit") else "uncached"]
+            ratios = [u / c for u, c in zip(ref, times[name])]
             out[f"ratio_{name}_median"] = round(statistics.median(ratios), 2)
-            out[f"ratio_{name}_min"] = round(min(times["uncached"]) / min(times[name]), 2)
+            out[f"ratio_{name}_min"] = round(min(ref) / min(times[name]), 2)
     return out
 
 
@@ -150,9 +176,18 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['cached_ms_median']} ms, cached_trimmed {result['cached_trimmed_ms_median']} "
         f"ms (first cached step, filling: {result['fill_ms']} ms)"
     )
-    for name in ("cached", "cached_trimmed"):
+    print(
+        f"towers frozen whole ({' '.join(LIT)}): uncached {result['lit_uncached_ms_median']} ms, "
+        f"cached {result['lit_cached_ms_median']} ms (first cached step: "
+        f"{result['lit_fill_ms']} ms); 1-minute load average {result['load_avg_1min']}"
+    )
+    for name, ref in (
+        ("cached", "uncached"),
+        ("cached_trimmed", "uncached"),
+        ("lit_cached", "lit_uncached"),
+    ):
         print(
-            f"speed-up uncached/{name}: {result[f'ratio_{name}_median']}x median over rounds, "
+            f"speed-up {ref}/{name}: {result[f'ratio_{name}_median']}x median over rounds, "
             f"{result[f'ratio_{name}_min']}x fastest steps (target >= 5x)"
         )
     if args.json:
