@@ -29,14 +29,16 @@ CAPTIONS = [
 ]
 
 
-def _model(last_n: int = 1, image_freeze: str = "last_n") -> torch.nn.Module:
+def _model(
+    last_n: int = 1, image_freeze: str = "last_n", text_freeze: str = "last_n"
+) -> torch.nn.Module:
     torch.manual_seed(0)
     return ENCODERS.build(
         {
             "name": "pretrained_small",
             "image_size": SIZE,
             "embed_dim": 32,
-            "text": {"last_n": last_n},
+            "text": {"freeze": text_freeze, "last_n": last_n},
             "image": {"freeze": image_freeze, "last_n": last_n},
         }
     )
@@ -275,3 +277,39 @@ def test_cache_pickles_with_its_model(model, tmp_path) -> None:
     model2, cache2 = pickle.loads(pickle.dumps((model, cache)))
     assert cache2.text.split.tower is model2.text_tower
     assert cache2.text.store.filled(np.array([0, 1, 2])).tolist() == [True, True, False]
+
+
+@pytest.mark.slow
+def test_towers_frozen_whole_cache_pooled_output(tmp_path) -> None:
+    """LiT setting (both towers frozen): one pooled vector per sample, projections train."""
+    lit = _model(image_freeze="all", text_freeze="all")
+    ref_model, cached_model = copy.deepcopy(lit), copy.deepcopy(lit)
+    cache = build_trunk_cache(cached_model, "true", _inputs(), tmp_path)
+    assert cache.text.store.shape == (lit.text_tower.output_dim,)
+    assert cache.image.store.shape == (1280,)
+    batches = [_batch(lit, [0, 1, 2, 3]), _batch(lit, [2, 3, 4, 5])]
+    ref_grads, ref_weights = _train(ref_model, batches)
+    grads, weights = _train(cached_model, batches, cache)
+    assert cache.text.rows_computed == 6 and cache.image.rows_computed == 6
+    for ref, got in zip(ref_grads, grads):
+        assert set(ref) == set(got) == {"log_logit_scale", "image_proj.weight", "text_proj.weight"}
+        for name in ref:
+            torch.testing.assert_close(got[name], ref[name], rtol=1e-4, atol=1e-6)
+    for name in ref_weights:
+        torch.testing.assert_close(weights[name], ref_weights[name], rtol=1e-5, atol=1e-6)
+    # the stored rows are the towers' pooled outputs, recomputed here in float64
+    batch = batches[0]
+    rows = cache.text.store.read(batch["index"].numpy())
+    tower = copy.deepcopy(lit.text_tower).double().eval()
+    with torch.no_grad():
+        pooled = tower(batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(torch.from_numpy(rows).double(), pooled, rtol=1e-4, atol=1e-5)
+
+
+def test_experiment_tonics_trains_on_fixed_images() -> None:
+    """The recipe's images are uncropped, so both of its trunks qualify for the cache."""
+    from conftest import compose_cfg
+
+    cfg = compose_cfg(["experiment=tonics"])
+    assert cfg.data.train_crop_scale is None and cfg.encoder.trunk_cache == "auto"
+    assert cfg.encoder.image.freeze == "last_n" and cfg.encoder.text.freeze == "last_n"

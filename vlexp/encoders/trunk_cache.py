@@ -15,7 +15,13 @@ trainable top on the stored tensor, so a step costs the top's forward and backwa
 - **Supported towers**: Hugging Face BERT-style text encoders (model types
   ``TEXT_MODEL_TYPES``: BERT, MiniLM, RoBERTa, XLM-R) and timm EfficientNet-style image
   models (``conv_stem``/``bn1``/``blocks``/``conv_head``/``bn2``; EfficientNet-Lite0 of
-  ``encoder=pretrained_small``). Other towers train uncached.
+  ``encoder=pretrained_small``). A tower frozen whole (``freeze: all``, the LiT setting;
+  any freezable tower) caches its pooled output, so a step only runs the projections.
+  Other towers train uncached.
+- **Why a partly trained tower gains less**: a cached step still runs the trainable top
+  blocks forward and backward, which the cache cannot remove. Dropping the padded text
+  positions from the top (``trim_padding``) is exact only without active dropout, because
+  dropout masks are drawn for the tensor's shape; with the presets' dropout it stays off.
 - **Key**: one cache folder per tower and (dataset fingerprint, trunk weights
   fingerprint, freeze point, input preprocessing) under ``<paths.cache_dir>/trunks``; a
   change of any of them selects another folder, never stale rows.
@@ -153,6 +159,32 @@ class ImageSplit(TowerSplit):
         for block in self._blocks()[self.frozen_blocks :]:
             x = block(x)
         return model.forward_head(model.bn2(model.conv_head(x)))
+
+
+class WholeSplit(TowerSplit):
+    """A tower frozen whole (``freeze: all``, the LiT setting): the trunk is the tower's
+    pooled output and the top is nothing, so a cached step reads one vector per sample."""
+
+    def trunk_modules(self) -> list[nn.Module]:
+        return [self.tower]
+
+    def trunk(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.tower(*inputs)
+
+    def top(self, features: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+def whole_split(tower: Any) -> TowerSplit | None:
+    """Split of a tower none of whose parameters train, or ``None`` if some do.
+
+    Only towers that keep frozen parts in eval mode (those with ``param_groups``, see
+    :mod:`vlexp.encoders.freezing`) qualify: their output is a function of the input.
+    """
+    params = list(tower.parameters()) if isinstance(tower, nn.Module) else []
+    if not params or any(p.requires_grad for p in params) or not hasattr(tower, "param_groups"):
+        return None
+    return WholeSplit(tower, len(tower.param_groups()))
 
 
 def frozen_block_count(tower: Any) -> int | None:
@@ -356,7 +388,11 @@ class TrunkCache:
         if self.image is None:
             image = model.encode_image(batch["image"])
         else:
-            feats = self.image.features(batch["index"], batch["image"])
+            images = batch["image"]
+            dtype = next(model.image_tower.parameters()).dtype  # as encode_image casts pixels
+            if images.is_floating_point() and images.dtype != dtype:
+                images = images.to(dtype)
+            feats = self.image.features(batch["index"], images)
             feats = feats.to(next(model.image_proj.parameters()).dtype)
             image = F.normalize(model.image_proj(self.image.split.top(feats)), dim=-1)
         ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -365,7 +401,7 @@ class TrunkCache:
         else:
             feats = self.text.features(batch["index"], ids, mask)
             feats = feats.to(next(model.text_proj.parameters()).dtype)
-            if self._trim(model):  # padded key positions are masked out: drop them
+            if feats.dim() == 3 and self._trim(model):  # padded keys are masked out: drop them
                 keep = max(int(mask.sum(1).max()), 1)
                 if int(mask[:, :keep].sum()) == int(mask.sum()):  # right padding only
                     feats, ids, mask = feats[:, :keep], ids[:, :keep], mask[:, :keep]
@@ -427,7 +463,9 @@ def build_trunk_cache(
     for side in ("image", "text"):
         tower = model.image_tower if side == "image" else model.text_tower
         frozen = frozen_block_count(tower) if hasattr(tower, "param_groups") else None
-        split = image_split(tower) if side == "image" else text_split(tower)
+        split = whole_split(tower)
+        if split is None:
+            split = image_split(tower) if side == "image" else text_split(tower)
         reason = None
         if frozen is None:
             continue  # nothing frozen below a trainable part: nothing to cache
@@ -457,10 +495,14 @@ def build_trunk_cache(
             shape = _sample_shape(split, ids, torch.ones_like(ids))
         store = _store(side, split, inputs, shape, cache_dir)
         sides[side] = CachedTrunk(split, store)
+        what = (
+            "frozen whole"
+            if isinstance(split, WholeSplit)
+            else f"{split.frozen_blocks} frozen blocks"
+        )
         log.info(
-            "trunk cache: %s tower, %d frozen blocks cached per sample %s in %s",
-            side, split.frozen_blocks, shape, store.folder,
-        )  # fmt: skip
+            "trunk cache: %s tower, %s, cached per sample %s in %s", side, what, shape, store.folder
+        )
     if sides["image"] is None and sides["text"] is None:
         return None
     return TrunkCache(sides["image"], sides["text"])
