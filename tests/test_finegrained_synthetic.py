@@ -5,7 +5,13 @@ import pytest
 from vlexp.data.sources.synthetic import synthetic_splits
 from vlexp.data.synthetic import counterfactual_candidates, detailed_caption
 
-SIZES = {"num_train": 8, "num_val": 4, "num_test": 24, "num_test_compositional": 4}
+SIZES = {
+    "num_train": 8,
+    "num_val": 4,
+    "num_test": 24,
+    "num_test_compositional": 4,
+    "num_test_single": 0,
+}
 
 
 def test_finegrained_set_is_built_from_the_test_split():

@@ -45,6 +45,7 @@ def test_export_cli_round_trip(fmt, tmp_path, capsys):
     written = main([f"out_dir={tmp_path / 'x'}", f"format={fmt}", "shard_size=10", *SIZES])
     assert sorted(written) == [
         "test/compositional",
+        "test/single",
         "test/synthetic",
         "train",
         "val/synthetic",

@@ -66,6 +66,7 @@ def test_split_sizes_item_layout_and_protocol():
         "val": 20,
         "test": 30,
         "test_compositional": 10,
+        "test_single": 30,  # as many as num_test by default
     }
     item = splits["train"][7]
     assert set(item) >= {"image", "caption", "tags", "label", "index", "noisy", "attributes"}

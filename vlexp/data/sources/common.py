@@ -48,6 +48,8 @@ SYNTHETIC_ONLY_KNOBS = frozenset(
         "action_frac",
         "random_text_frac",
         "finegrained_k",
+        "num_test_single",
+        "train_caption",
     }
 )
 

@@ -23,6 +23,8 @@ SYNTHETIC_KNOBS = {
     "action_frac": _FRACTION,
     "random_text_frac": _FRACTION,
     "finegrained_k": Opt(int, lo=0),
+    "num_test_single": Opt(int, lo=0, nullable=True),
+    "train_caption": Opt(str, choices=("sampled", "detailed")),
 }
 
 SYNTHETIC_SCHEMA = {

@@ -15,13 +15,18 @@ from vlexp.data.sources.schema import SYNTHETIC_SCHEMA
 
 @DATASETS.register("synthetic", schema=SYNTHETIC_SCHEMA)
 def synthetic_splits(seed: int = 0, finegrained_k: int = 4, **knobs: Any) -> DataSplits:
-    """Train pairs plus val (`synthetic`) and test (`synthetic`, `compositional`, `finegrained`).
+    """Train pairs, val (`synthetic`) and test (`synthetic`, `compositional`, `finegrained`,
+    `single`) sets.
 
     ``knobs`` are the generator's (see :func:`vlexp.data.synthetic.build_synthetic`).
     ``finegrained_k`` (default 4, 0 = no such set) is the number of same-object false
     captions per test image in the `finegrained` set: its images are the test split's,
     its true captions their fully detailed captions, scored against ``finegrained_k``
     counterfactuals each (:meth:`SyntheticPairs.fine_grained`; chance ``1/(k+1)``).
+    The `single` set (``num_test_single`` images, default as many as ``num_test``, 0 =
+    no such set) scores zero-shot classification only: each image holds exactly one
+    object, labelled with its class, so a prompt naming one class can describe the whole
+    image (chance ``1/classes``).
     """
     from vlexp.data.synthetic import build_synthetic, classification_class_names, prompt_templates
 
@@ -35,6 +40,9 @@ def synthetic_splits(seed: int = 0, finegrained_k: int = 4, **knobs: Any) -> Dat
     test = [eval_set("synthetic", "test"), eval_set("compositional", "test_compositional")]
     if k > 0 and len(splits["test"]) > 0:
         test.append(finegrained_set(splits["test"], k))
+    if len(splits["test_single"]) > 0:
+        single = eval_set("single", "test_single")
+        test.append(dataclasses.replace(single, retrieval=False))  # captions repeat: no retrieval
     return DataSplits(train=splits["train"], val=[eval_set("synthetic", "val")], test=test)
 
 

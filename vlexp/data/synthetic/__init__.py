@@ -1,7 +1,8 @@
 """The embedded procedural image-caption benchmark (shapes, attributes, relations, actions).
 
-``build_synthetic(seed=0, **knobs)`` returns the ``train``, ``val``, ``test`` and
-``test_compositional`` splits as :class:`SyntheticPairs` (PairSources). Modules:
+``build_synthetic(seed=0, **knobs)`` returns the ``train``, ``val``, ``test``,
+``test_compositional`` and ``test_single`` (one object per image) splits as
+:class:`SyntheticPairs` (PairSources). Modules:
 ``ontology`` (vocabulary and class hierarchy), ``scene`` (scene specs and sampling),
 ``render`` (PIL drawing), ``captions`` (caption specs, complexity, counterfactuals),
 ``dataset`` (the splits).
@@ -11,6 +12,7 @@ from vlexp.data.synthetic.captions import (
     KINDS,
     CaptionSpec,
     Mention,
+    complete_caption,
     counterfactual_candidates,
     counterfactual_captions,
     detailed_caption,
@@ -20,6 +22,7 @@ from vlexp.data.synthetic.captions import (
 from vlexp.data.synthetic.dataset import (
     DEFAULT_SIZES,
     SPLITS,
+    TRAIN_CAPTIONS,
     PairInfo,
     SyntheticPairs,
     build_synthetic,
@@ -59,6 +62,7 @@ __all__ = [
     "SIZES",
     "SPLITS",
     "TEXTURES",
+    "TRAIN_CAPTIONS",
     "Action",
     "CaptionSpec",
     "Mention",
@@ -69,6 +73,7 @@ __all__ = [
     "build_synthetic",
     "class_names",
     "classification_class_names",
+    "complete_caption",
     "counterfactual_candidates",
     "counterfactual_captions",
     "detailed_caption",

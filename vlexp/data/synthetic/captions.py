@@ -240,6 +240,22 @@ def detailed_caption(scene: Scene) -> CaptionSpec:
     return CaptionSpec("relation", (full[0], full[1]), relation)
 
 
+def complete_caption(scene: Scene) -> CaptionSpec:
+    """A caption naming every object of ``scene`` with all its attributes.
+
+    The :func:`detailed_caption` when it names every object (one object, two objects,
+    or an action between the only two); otherwise a list of every object fully
+    described, primary object first (``"a small red solid circle, a large blue dotted
+    star and a small green striped square"``).
+    """
+    spec = detailed_caption(scene)
+    if len(spec.mentions) == len(scene.objects):
+        return spec
+    return CaptionSpec(
+        "list", tuple(mention(o, k, True, True, True) for k, o in enumerate(scene.objects))
+    )
+
+
 def _perturbations(spec: CaptionSpec) -> list[CaptionSpec]:
     """Same-object variants of ``spec``: one attribute, binding, predicate or role changed."""
     out: list[CaptionSpec] = []

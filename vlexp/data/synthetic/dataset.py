@@ -7,9 +7,18 @@ access order, process or worker. Images are rendered in ``__getitem__``; caption
 and labels are computed without rendering and cached.
 
 Content knobs (``image_size``, ``min_objects``, ``max_objects``, ``action_frac``) apply
-to every split. Noise knobs (``noisy_caption_frac``, ``low_complexity_frac``,
-``text_in_image_frac``, ``random_text_frac``) apply to the train split only; val, test
-and test_compositional stay clean.
+to every split, except that ``test_single`` scenes always hold exactly one object (its
+label, the object's leaf class, is then the whole truth of the image: the split built
+for zero-shot classification). Noise knobs (``noisy_caption_frac``,
+``low_complexity_frac``, ``text_in_image_frac``, ``random_text_frac``) apply to the train
+split only; the evaluation splits stay clean.
+
+``train_caption`` chooses the train split's captions: ``"sampled"`` (default) draws a
+random true caption that may leave objects and attributes out; ``"detailed"`` gives every
+train pair its complete caption, naming every object with all its attributes
+(:func:`~vlexp.data.synthetic.captions.complete_caption`), so no caption omits a concept
+its image shows. The noise knobs still apply on top. Evaluation splits always carry
+sampled captions.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from PIL import Image
 
 from vlexp.data.synthetic.captions import (
     CaptionSpec,
+    complete_caption,
     counterfactual_captions,
     detailed_caption,
     noun_caption,
@@ -39,7 +49,7 @@ from vlexp.data.synthetic.render import render_scene
 from vlexp.data.synthetic.scene import MAX_OBJECTS, Scene, sample_scene
 from vlexp.data.types import TagTable
 
-SPLITS: tuple[str, ...] = ("train", "val", "test", "test_compositional")
+SPLITS: tuple[str, ...] = ("train", "val", "test", "test_compositional", "test_single")
 """Split names; a split's position is its ``split_id`` in the seed."""
 
 DEFAULT_SIZES: dict[str, int] = {
@@ -47,7 +57,11 @@ DEFAULT_SIZES: dict[str, int] = {
     "val": 1000,
     "test": 1000,
     "test_compositional": 500,
+    "test_single": 1000,
 }
+
+TRAIN_CAPTIONS: tuple[str, ...] = ("sampled", "detailed")
+"""Values of the ``train_caption`` knob (see the module docstring)."""
 
 _NOISY, _LOW, _TEXT, _RANDOM_TEXT, _PARTNER = range(5)
 _NUM_KNOB_DRAWS = 5
@@ -120,6 +134,10 @@ class SyntheticPairs:
         action_frac: share of scenes with 2+ objects showing an action (drawn cue and,
             usually, an action caption); all splits. Default 0.2.
         random_text_frac: share of train images showing 1-2 unrelated words. Default 0.
+        train_caption: ``"sampled"`` (default) or ``"detailed"``: the train split's
+            captions (see the module docstring); other splits ignore it.
+
+    The ``test_single`` split ignores ``min_objects``/``max_objects``: one object each.
     """
 
     def __init__(
@@ -136,6 +154,7 @@ class SyntheticPairs:
         text_in_image_frac: float = 0.0,
         action_frac: float = 0.2,
         random_text_frac: float = 0.0,
+        train_caption: str = "sampled",
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split={split!r} is invalid: it must be one of {SPLITS}")
@@ -148,6 +167,13 @@ class SyntheticPairs:
         self.image_size = _check_int("image_size", image_size, _MIN_IMAGE_SIZE, _MAX_IMAGE_SIZE)
         self.min_objects = _check_int("min_objects", min_objects, 1, MAX_OBJECTS)
         self.max_objects = _check_int("max_objects", max_objects, self.min_objects, MAX_OBJECTS)
+        if train_caption not in TRAIN_CAPTIONS:
+            raise ValueError(
+                f"train_caption={train_caption!r} is invalid: it must be one of {TRAIN_CAPTIONS}"
+            )
+        self.train_caption = train_caption if split == "train" else "sampled"
+        if split == "test_single":  # the split's definition: exactly one object per image
+            self.min_objects = self.max_objects = 1
         self.action_frac = _check_fraction("action_frac", action_frac)
         noise = {
             "noisy_caption_frac": _check_fraction("noisy_caption_frac", noisy_caption_frac),
@@ -194,7 +220,12 @@ class SyntheticPairs:
             self.action_frac,
             compositional=self.split == "test_compositional",
         )
-        spec = sample_caption(scene, rng, require_primary_colour=self.split == "test_compositional")
+        if self.train_caption == "detailed":
+            spec = complete_caption(scene)
+        else:
+            spec = sample_caption(
+                scene, rng, require_primary_colour=self.split == "test_compositional"
+            )
         low = bool(draws[_LOW] < self.low_complexity_frac)
         return draws, scene, (noun_caption(scene) if low else spec), low
 
@@ -366,19 +397,26 @@ def build_synthetic(
     text_in_image_frac: float = 0.0,
     action_frac: float = 0.2,
     random_text_frac: float = 0.0,
+    num_test_single: int | None = None,
+    train_caption: str = "sampled",
 ) -> dict[str, SyntheticPairs]:
-    """All four splits (``train``, ``val``, ``test``, ``test_compositional``) of one seed.
+    """All splits (:data:`SPLITS`) of one seed.
 
-    Knobs are those of :class:`SyntheticPairs`; noise knobs reach the train split only.
-    ``test_compositional`` scenes each contain one of
+    Knobs are those of :class:`SyntheticPairs`; noise knobs and ``train_caption`` reach
+    the train split only. ``test_compositional`` scenes each contain one of
     :data:`~vlexp.data.synthetic.ontology.HELD_OUT_COMBOS` (as the primary object,
     its colour always named in the caption); no other split contains any of them.
+    ``test_single`` scenes hold exactly one object (random class and attributes);
+    ``num_test_single=None`` (default) gives it as many pairs as ``num_test``.
     """
     sizes = {
         "train": _check_int("num_train", num_train, 0),
         "val": _check_int("num_val", num_val, 0),
         "test": _check_int("num_test", num_test, 0),
         "test_compositional": _check_int("num_test_compositional", num_test_compositional, 0),
+        "test_single": _check_int(
+            "num_test_single", num_test if num_test_single is None else num_test_single, 0
+        ),
     }
     knobs = {
         "seed": seed,
@@ -390,5 +428,6 @@ def build_synthetic(
         "text_in_image_frac": text_in_image_frac,
         "action_frac": action_frac,
         "random_text_frac": random_text_frac,
+        "train_caption": train_caption,
     }
     return {split: SyntheticPairs(split, n, **knobs) for split, n in sizes.items()}
