@@ -99,6 +99,8 @@ def test_source_builds_single_zero_shot_set():
     assert [s.name for s in splits.val] == ["synthetic"]
     off = synthetic_splits(seed=2, num_test_single=0, **SMALL)
     assert [s.name for s in off.test] == ["synthetic", "compositional", "finegrained"]
+    no_comp = synthetic_splits(seed=2, num_test_single=0, **{**SMALL, "num_test_compositional": 0})
+    assert [s.name for s in no_comp.test] == ["synthetic", "finegrained"]  # empty split: no set
 
 
 def test_single_size_defaults_to_num_test_and_is_validated():

@@ -37,7 +37,11 @@ def synthetic_splits(seed: int = 0, finegrained_k: int = 4, **knobs: Any) -> Dat
     def eval_set(name: str, split: str) -> EvalSet:
         return EvalSet.from_pairs(name, splits[split], names, templates)
 
-    test = [eval_set("synthetic", "test"), eval_set("compositional", "test_compositional")]
+    test = [  # an empty split (size 0) is no set: nothing to score
+        eval_set(name, split)
+        for name, split in (("synthetic", "test"), ("compositional", "test_compositional"))
+        if len(splits[split]) > 0
+    ]
     if k > 0 and len(splits["test"]) > 0:
         test.append(finegrained_set(splits["test"], k))
     if len(splits["test_single"]) > 0:
