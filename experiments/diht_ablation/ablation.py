@@ -1,270 +1,211 @@
-"""The DiHT ablation on the synthetic data: its rows (override sets) and how to run them.
+"""The DiHT ablation's rows: data conditions, override sets and the comparisons they feed.
 
-    python experiments/diht_ablation/ablation.py commands --out DIR --teacher PATH [--seeds 0 1]
-    python experiments/diht_ablation/ablation.py run --out DIR --teacher PATH [--seeds 0 1]
-    python experiments/diht_ablation/ablation.py fewshot-config --run RUN_DIR --out FILE
+A row is one training configuration (a data condition plus method overrides), run once
+per seed by ``experiments/diht_ablation/run.py``. The seed draws the synthetic data and
+the initial weights, so rows that share a data condition and a seed form a pair.
 
-``commands`` prints the exact ``python -m vlexp.run`` command of every (row, seed);
-``run`` executes them one after another (a job whose ``metrics.json`` exists is skipped,
-so an interrupted sweep resumes), each writing to ``DIR/<row>/seed<k>``.
-``fewshot-config`` writes the config the few-shot probe reads (see :func:`fewshot_config`).
-``experiments/diht_ablation/run.sh`` chains everything; this module is the single place
-the override sets live (``tests/test_diht_ablation_configs.py`` composes and runs them).
+Data conditions (``CONDITIONS``):
 
-Rows (each adds one DiHT piece to CLIP, then all of them; same data and budget):
+- ``noisy``: 30 % of train captions reduced to a bare noun, 30 % of train images showing
+  their own caption as text (what CAT removes); the val/test splits stay clean.
+- ``clean``: neither (the property CAT targets is absent).
+- ``detailed``: clean, and every train caption names every object with all its
+  attributes (``train_caption=detailed``: no concept is left out of a caption, the
+  property concept distillation targets is absent). Optional (``--detailed``).
 
-1. ``clip``: ``objective=clip filter=none``
-2. ``cat``: CLIP + the CAT filter (thresholds in :data:`CAT`, chosen for this data; see
-   the README and ``cat_check.py``)
-3. ``concepts``: CLIP + concept distillation (``objective=composite``: the ``clip`` term
-   plus a ``concepts`` term with the same values as ``conf/objective/diht.yaml``'s, from
-   the synthetic teacher)
-4. ``hnnce``: ``objective=hnnce`` (alpha 1, beta 0.5: the config's defaults)
-5. ``all``: ``objective=diht`` (HN-NCE + concept distillation) + CAT
-6. ``all_tonics``: ``all`` + ``sampler=tonics``
+Objectives: ``clip`` is symmetric InfoNCE (CLIP). Every other objective row is
+``objective=diht`` (HN-NCE, both directions summed, + concept distillation) with one
+piece switched off by config, so each of them differs from ``all`` and from each other
+in one value only: ``hnnce`` (concept weight 0), ``hnnce_beta0`` (concept weight 0 and
+HN-NCE's hardness beta 0, i.e. summed InfoNCE: both mechanisms off), ``concepts``
+(beta 0).
 """
 
 from __future__ import annotations
 
-import argparse
-import shlex
-import subprocess
-import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
 
-REPO = Path(__file__).resolve().parents[2]
-
-DATA_KNOBS: tuple[str, ...] = (
-    # what CAT targets: bare-noun captions and images showing their own caption as text
+NOISY: tuple[str, ...] = (
     "data.source.low_complexity_frac=0.3",
     "data.source.text_in_image_frac=0.3",
-    # more multi-object scenes with a drawn action (and an action caption)
     "data.source.action_frac=0.5",
 )
-"""Generator knobs (train split only for the first two; val/test stay clean)."""
+"""Generator knobs of the ``noisy`` condition (the first two reach the train split only)."""
 
-BUDGET: tuple[str, ...] = (
-    "data.source.num_train=4000",
-    "data.source.num_val=300",
-    "data.source.num_test=500",
-    "data.source.num_test_compositional=250",
-    "data.batch_size=64",
-    "data.eval_batch_size=128",
-    "data.num_workers=1",
-    "logger=csv",
-    "viz.enabled=false",
+CLEAN: tuple[str, ...] = (
+    "data.source.low_complexity_frac=0.0",
+    "data.source.text_in_image_frac=0.0",
+    "data.source.action_frac=0.5",
 )
-"""The small per-run budget (2 shared CPU cores), without the step count (``steps_budget``)."""
+"""The ``clean`` condition: the same scenes' distribution without CAT's targets."""
 
-DEFAULT_STEPS = 400
-"""Training steps per run: 400 steps of batch 64 are ~6.4 epochs of the unfiltered data."""
+DETAILED: tuple[str, ...] = (*CLEAN, "data.source.train_caption=detailed")
+"""The ``detailed`` condition: clean, and every train caption names every concept."""
+
+CONDITIONS: dict[str, tuple[str, ...]] = {"noisy": NOISY, "clean": CLEAN, "detailed": DETAILED}
+
+DEFAULT_STEPS = 100
+DEFAULT_NUM_TRAIN = 1600
 
 
-def steps_budget(steps: int) -> list[str]:
-    """``steps`` optimizer steps, validation at half-way and at the end, 10 % warm-up."""
-    if steps < 2:
-        raise ValueError(f"--steps must be at least 2, got {steps}")
+def budget(steps: int = DEFAULT_STEPS, num_train: int = DEFAULT_NUM_TRAIN) -> list[str]:
+    """The per-run budget: data sizes, batch, ``steps`` optimizer steps, one validation.
+
+    ``data.num_workers=0``: each run renders its images in its own (single-thread)
+    process, so two runs side by side use two cores.
+    """
+    if steps < 10:
+        raise ValueError(f"--steps must be at least 10, got {steps}")
+    if num_train < 100:
+        raise ValueError(f"--num-train must be at least 100, got {num_train}")
     return [
+        f"data.source.num_train={num_train}",
+        "data.source.num_val=200",
+        "data.source.num_test=500",
+        "data.source.num_test_compositional=250",
+        "data.source.num_test_single=500",
+        "data.batch_size=64",
+        "data.eval_batch_size=250",
+        "data.num_workers=0",
+        "viz.enabled=false",
         f"trainer.max_steps={steps}",
-        f"trainer.val_check_interval={steps // 2}",
+        f"trainer.val_check_interval={steps}",
         f"optim.warmup_steps={max(1, steps // 10)}",
     ]
 
 
-CAT: tuple[str, ...] = (
+CAT_COMMON: tuple[str, ...] = (
     "filter=cat",
-    # the action criterion keeps only the synthetic 'action' captions (~17 % of the
-    # pairs, see cat_check.md): it would remove most clean relation/attribute captions
-    "filter.action=false",
-    # complexity >= 1 drops exactly the bare-noun captions ("a circle"); the default 2
-    # also drops every clean one-attribute caption ("a red circle")
     "filter.min_complexity=1",
-    # the 64 px images' rendered text is small and partly misread by OCR: at 0.3 CAT drops
-    # 80 % of the text-in-image pairs (0.5: 61 %) and still no pair without text
     "filter.max_text_overlap=0.3",
 )
-"""CAT as used in the ablation: complexity >= 1 and text-spotting (overlap < 0.3)."""
+"""CAT's thresholds on this data (``cat_check.md`` shows what each keeps): complexity >= 1
+drops the bare nouns (the default 2 also drops every one-attribute caption, "a red
+circle"); OCR overlap < 0.3 because Tesseract misreads part of the small rendered text."""
 
-
-def concept_term(teacher: str) -> list[str]:
-    """Overrides adding concept distillation (DiHT's term values) to ``objective=composite``."""
-    t = "+objective.terms.concepts"
-    return [
-        f"{t}.name=concepts",
-        f"{t}.weight=1.0",
-        f"{t}.teacher.name=synthetic",
-        f"{t}.teacher.weights={teacher}",
-        f"{t}.num_workers=${{data.num_workers}}",
-    ]
-
-
-def diht_teacher(teacher: str) -> list[str]:
-    """Overrides pointing ``objective=diht``'s concept term at the synthetic teacher."""
-    return [
-        "objective.terms.concepts.teacher.name=synthetic",
-        f"objective.terms.concepts.teacher.weights={teacher}",
-    ]
-
-
-TEACHER_SEED = 1
-"""Seed of the synthetic teacher's data (``run.sh``): its training images are the seed-1
-train split, so ablation jobs must not use seed 1 with a teacher (``run`` refuses)."""
-
-TEACHER_ROWS: frozenset[str] = frozenset({"concepts", "all", "all_tonics"})
-
-ROW_NAMES: tuple[str, ...] = ("clip", "cat", "concepts", "hnnce", "all", "all_tonics")
-ROW_LABELS: dict[str, str] = {
-    "clip": "CLIP",
-    "cat": "+CAT",
-    "concepts": "+concept distillation",
-    "hnnce": "+HN-NCE",
-    "all": "all (DiHT)",
-    "all_tonics": "all + TOnICS sampler",
+CAT_CRITERIA: dict[str, tuple[str, ...]] = {
+    # +CAT: complexity and text-spotting; the action criterion would keep only the
+    # generator's action captions (relation/attribute captions have no verb)
+    "cat": (*CAT_COMMON, "filter.action=false"),
+    "cat_complexity": (*CAT_COMMON, "filter.action=false", "filter.text_spotting=false"),
+    "cat_action": (*CAT_COMMON, "filter.complexity=false", "filter.text_spotting=false"),
+    "cat_text": (*CAT_COMMON, "filter.complexity=false", "filter.action=false"),
 }
 
 
-def row_overrides(row: str, teacher: str) -> list[str]:
-    """The overrides that define ablation row ``row`` (without data knobs and budget)."""
-    rows: dict[str, list[str]] = {
-        "clip": ["objective=clip", "filter=none"],
-        "cat": ["objective=clip", *CAT],
-        "concepts": ["objective=composite", *concept_term(teacher), "filter=none"],
-        "hnnce": ["objective=hnnce", "filter=none"],
-        "all": ["objective=diht", *diht_teacher(teacher), *CAT],
-        "all_tonics": ["objective=diht", *diht_teacher(teacher), *CAT, "sampler=tonics"],
-    }
-    if row not in rows:
-        raise KeyError(f"unknown ablation row {row!r}; rows are {list(ROW_NAMES)}")
-    return rows[row]
-
-
-def job_overrides(
-    row: str, teacher: str, seed: int, run_dir: str | Path, steps: int = DEFAULT_STEPS
-) -> list[str]:
-    """All overrides of one training job: row, data knobs, budget, seed, run directory."""
-    return [
-        *row_overrides(row, teacher),
-        *DATA_KNOBS,
-        *BUDGET,
-        *steps_budget(steps),
-        f"seed={seed}",
-        f"hydra.run.dir={run_dir}",
+def diht(teacher: str, *, hnnce: bool = True, concepts: bool = True) -> list[str]:
+    """``objective=diht`` with the synthetic teacher, HN-NCE's hardness and/or the concept
+    term switched off (beta1=0 makes HN-NCE InfoNCE; weight 0 removes the term)."""
+    out = [
+        "objective=diht",
+        "objective.terms.concepts.teacher.name=synthetic",
+        f"objective.terms.concepts.teacher.weights={teacher}",
     ]
-
-
-def job_command(
-    row: str, teacher: str, seed: int, out: str | Path, steps: int = DEFAULT_STEPS
-) -> list[str]:
-    """The ``python -m vlexp.run`` argv of one job, writing to ``out/<row>/seed<seed>``."""
-    run_dir = Path(out) / row / f"seed{seed}"
-    ov = job_overrides(row, teacher, seed, run_dir, steps)
-    return [sys.executable, "-m", "vlexp.cli.train", *ov]
-
-
-def fewshot_config(run_dir: str | Path, out: str | Path, num_val: int = 1200) -> Path:
-    """Write the run's config with ``num_val`` validation pairs and no train filter.
-
-    The probe takes its shots from one half of the validation split and chooses its
-    radii on the other half, so a larger split gives more shots per class (12 classes:
-    300 pairs leave ~12 per class in the pool, fewer than k = 16). Pair ``i`` of a split
-    does not depend on the split's size, so the run's own 300 validation pairs are the
-    first 300 of these. The train split is not used by the probe: the filter is set to
-    ``none`` so that loading the data does not re-run CAT over it.
-    """
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml")
-    cfg.data.source.num_val = int(num_val)
-    cfg.filter = OmegaConf.create({"name": "none"})
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out)
+    if not hnnce:
+        out.append("objective.terms.contrastive.beta1=0.0")
+    if not concepts:
+        out.append("objective.terms.concepts.weight=0.0")
     return out
 
 
-def _run_steps(run_dir: Path) -> int | None:
-    """``trainer.max_steps`` of a finished run (None if its config cannot be read)."""
-    from omegaconf import OmegaConf
+@dataclass(frozen=True)
+class Row:
+    """One configuration of the table: its label, data condition and whether it needs
+    the teacher file (rows whose concept term is on)."""
 
-    try:
-        return int(OmegaConf.load(run_dir / ".hydra" / "config.yaml").trainer.max_steps)
-    except Exception:  # a hand-made or partial run directory: cannot tell
-        return None
-
-
-def _jobs(args: argparse.Namespace) -> list[tuple[str, int, list[str]]]:
-    rows = args.rows or list(ROW_NAMES)
-    return [
-        (r, s, job_command(r, args.teacher, s, args.out, args.steps))
-        for s in args.seeds
-        for r in rows
-    ]
+    label: str
+    condition: str
+    uses_teacher: bool = False
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(description="DiHT ablation on the synthetic data.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("commands", "run"):
-        p = sub.add_parser(name)
-        p.add_argument("--out", required=True, help="sweep directory (jobs in OUT/<row>/seed<k>)")
-        p.add_argument("--teacher", required=True, help="synthetic teacher weights file")
-        p.add_argument("--seeds", type=int, nargs="+", default=[0])
-        p.add_argument("--rows", nargs="+", choices=ROW_NAMES, default=None)
-        p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps per run")
-    fs = sub.add_parser("fewshot-config")
-    fs.add_argument("--run", required=True, help="run directory of the probed checkpoint")
-    fs.add_argument("--out", required=True, help="config file to write")
-    fs.add_argument("--num-val", type=int, default=1200)
-    args = parser.parse_args(argv)
+ROWS: dict[str, Row] = {
+    "clip": Row("CLIP", "noisy"),
+    "cat": Row("+CAT (complexity + text-spotting)", "noisy"),
+    "cat_complexity": Row("CAT complexity only", "noisy"),
+    "cat_action": Row("CAT action only", "noisy"),
+    "cat_text": Row("CAT text-spotting only", "noisy"),
+    "concepts": Row("+concept distillation", "noisy", uses_teacher=True),
+    "hnnce": Row("+HN-NCE (beta 0.5)", "noisy"),
+    "hnnce_beta0": Row("HN-NCE beta 0 (summed InfoNCE)", "noisy"),
+    "all": Row("all (DiHT: CAT + HN-NCE + concepts)", "noisy", uses_teacher=True),
+    "clip_clean": Row("CLIP, clean data", "clean"),
+    "cat_clean": Row("+CAT, clean data", "clean"),
+    "clip_detailed": Row("CLIP, detailed captions", "detailed"),
+    "concepts_detailed": Row("+concept distillation, detailed captions", "detailed", True),
+}
+"""Every row; ``main_rows`` picks those a run of the experiment trains."""
 
-    if args.command == "fewshot-config":
-        print(fewshot_config(args.run, args.out, args.num_val))
-        return 0
-    if args.command == "commands":
-        for _, _, cmd in _jobs(args):
-            print(shlex.join(["python", *cmd[1:]]))
-        return 0
-    if not Path(args.teacher).is_file():
-        raise SystemExit(
-            f"teacher weights {args.teacher} not found; train them with "
-            f"`vlexp teacher train-synthetic out={args.teacher}`"
-        )
-    clash = sorted({r for r, s, _ in _jobs(args) if s == TEACHER_SEED and r in TEACHER_ROWS})
-    if clash:
-        raise SystemExit(
-            f"seed {TEACHER_SEED} is the synthetic teacher's data seed: rows {clash} would "
-            "train on the teacher's own training images; use other seeds"
-        )
-    failed = []
-    for row, seed, cmd in _jobs(args):
-        run_dir = Path(args.out) / row / f"seed{seed}"
-        if (run_dir / "metrics.json").is_file():
-            done_steps = _run_steps(run_dir)
-            if done_steps != args.steps:
-                held = "an unreadable step count" if done_steps is None else f"{done_steps} steps"
-                raise SystemExit(
-                    f"{run_dir} holds a finished run of {held}, not --steps {args.steps}: "
-                    "use another --out (SWEEP_DIR) or move that run away"
-                )
-            print(f"[skip] {row} seed {seed}: {run_dir}/metrics.json exists", flush=True)
-            continue
-        print("[run] " + shlex.join(["python", *cmd[1:]]), flush=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        start = time.time()
-        with open(run_dir / "stdout.log", "w") as log:
-            rc = subprocess.call(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        print(f"[done] {row} seed {seed}: exit {rc} after {time.time() - start:.0f}s", flush=True)
-        if rc != 0:
-            failed.append(f"{row}/seed{seed} (exit {rc}, see {run_dir}/stdout.log)")
-            print(f"[fail] {failed[-1]}", flush=True)
-    if failed:
-        print("failed jobs: " + ", ".join(failed), file=sys.stderr)
-        return 1
-    return 0
+DETAILED_ROWS: tuple[str, ...] = ("clip_detailed", "concepts_detailed")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main_rows(detailed: bool = False) -> list[str]:
+    """Rows of one experiment run (the ``detailed`` condition only when asked)."""
+    return [r for r in ROWS if detailed or r not in DETAILED_ROWS]
+
+
+def row_overrides(row: str, teacher: str) -> list[str]:
+    """The overrides of ``row``: its data condition and method (no budget, no seed)."""
+    if row not in ROWS:
+        raise KeyError(f"unknown ablation row {row!r}; rows are {list(ROWS)}")
+    method: dict[str, list[str]] = {
+        "clip": ["objective=clip", "filter=none"],
+        **{k: ["objective=clip", *v] for k, v in CAT_CRITERIA.items()},
+        "concepts": [*diht(teacher, hnnce=False), "filter=none"],
+        "hnnce": [*diht(teacher, concepts=False), "filter=none"],
+        "hnnce_beta0": [*diht(teacher, hnnce=False, concepts=False), "filter=none"],
+        "all": [*diht(teacher), *CAT_CRITERIA["cat"]],
+        "clip_clean": ["objective=clip", "filter=none"],
+        "cat_clean": ["objective=clip", *CAT_CRITERIA["cat"]],
+        "clip_detailed": ["objective=clip", "filter=none"],
+        "concepts_detailed": [*diht(teacher, hnnce=False), "filter=none"],
+    }
+    return [*CONDITIONS[ROWS[row].condition], *method[row]]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``method - baseline`` on the same seeds; ``claim`` names the abstract claim it
+    decides (None: a control), ``expect`` what the design predicts."""
+
+    label: str
+    method: str
+    baseline: str
+    claim: str | None = None
+    expect: str = ""
+
+
+COMPARISONS: tuple[Comparison, ...] = (
+    Comparison("+CAT vs CLIP", "cat", "clip", "(1) CAT filtering improves over CLIP", "positive"),
+    Comparison("CAT complexity only vs CLIP", "cat_complexity", "clip", expect="positive"),
+    Comparison("CAT action only vs CLIP", "cat_action", "clip", expect="keeps few pairs"),
+    Comparison("CAT text-spotting only vs CLIP", "cat_text", "clip", expect="positive"),
+    Comparison("+CAT vs CLIP, clean data", "cat_clean", "clip_clean", expect="about 0"),
+    Comparison(
+        "+concepts vs CLIP",
+        "concepts",
+        "clip",
+        "(2) concept distillation improves over CLIP",
+        "positive",
+    ),
+    Comparison("+concepts vs its objective without them", "concepts", "hnnce_beta0"),
+    Comparison(
+        "+concepts vs CLIP, detailed captions",
+        "concepts_detailed",
+        "clip_detailed",
+        expect="smaller than on sampled captions",
+    ),
+    Comparison(
+        "+HN-NCE vs CLIP", "hnnce", "clip", "(3) the HN-NCE loss improves over CLIP", "positive"
+    ),
+    Comparison("HN-NCE beta 0 vs CLIP", "hnnce_beta0", "clip", expect="about 0"),
+    Comparison("HN-NCE beta 0.5 vs beta 0", "hnnce", "hnnce_beta0", expect="positive"),
+    Comparison("all (DiHT) vs CLIP", "all", "clip", expect="positive"),
+)
+"""Every paired comparison of the report, in table order."""
+
+
+def comparisons_for(rows: Sequence[str]) -> list[Comparison]:
+    """The comparisons whose two rows are both among ``rows``."""
+    have = set(rows)
+    return [c for c in COMPARISONS if c.method in have and c.baseline in have]

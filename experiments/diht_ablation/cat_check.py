@@ -1,9 +1,8 @@
 """What the CAT filter keeps on the ablation's synthetic training data, per threshold choice.
 
-    python experiments/diht_ablation/cat_check.py [--num-train 4000] \\
-        [--md experiments/diht_ablation/cat_check.md]
+    python experiments/diht_ablation/cat_check.py [--num-train 2000] [--md FILE]
 
-Builds the ablation's training split (the knobs of ``ablation.DATA_KNOBS``, seed 0),
+Builds the ablation's training split (the ``noisy`` condition, ``ablation.NOISY``, seed 0),
 measures each CAT criterion once for every pair (caption complexity and action with
 spaCy, caption/OCR overlap with Tesseract on every image), then applies several
 threshold settings and reports, for each, the share of pairs kept overall and within
@@ -23,7 +22,10 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.diht_ablation.ablation import CAT, DATA_KNOBS, REPO  # noqa: E402
+from experiments.diht_ablation.ablation import CAT_CRITERIA, NOISY  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+CAT = CAT_CRITERIA["cat"]
 
 # (complexity on, min_complexity, action on, max_text_overlap); text-spotting always on
 SETTINGS: tuple[tuple[bool, int, bool, float], ...] = (
@@ -37,7 +39,7 @@ SETTINGS: tuple[tuple[bool, int, bool, float], ...] = (
 
 
 def ablation_setting() -> tuple[bool, int, bool, float]:
-    """The setting of ``ablation.CAT`` (unset options take conf/filter/cat.yaml's values)."""
+    """The setting of the ``+CAT`` row (unset options take conf/filter/cat.yaml's values)."""
     opts = yaml.safe_load((REPO / "conf" / "filter" / "cat.yaml").read_text())
     for item in CAT:
         key, _, value = item.partition("=")
@@ -70,7 +72,7 @@ def describe(setting: tuple[bool, int, bool, float]) -> str:
 def knobs() -> dict[str, float]:
     """The generator knobs of the ablation, as keyword arguments."""
     out = {}
-    for item in DATA_KNOBS:
+    for item in NOISY:
         key, value = item.split("=", 1)
         out[key.rsplit(".", 1)[1]] = float(value)
     return out
@@ -158,12 +160,12 @@ def table(m: dict[str, np.ndarray]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--num-train", type=int, default=4000)
+    parser.add_argument("--num-train", type=int, default=2000)
     parser.add_argument("--md", default=None, help="write the tables to this Markdown file")
     args = parser.parse_args(argv)
     text = (
         f"CAT on the ablation's training split ({args.num_train} pairs, seed 0, knobs "
-        f"{', '.join(DATA_KNOBS)}); command: `python experiments/diht_ablation/cat_check.py "
+        f"{', '.join(NOISY)}); command: `python experiments/diht_ablation/cat_check.py "
         f"--num-train {args.num_train}`\n\n" + table(measure(args.num_train))
     )
     print(text)
