@@ -137,6 +137,32 @@ def time_losses(
     return {n: statistics.median(v) for n, v in times.items()}
 
 
+def prepare_runs(
+    encoder_cfg: dict[str, Any],
+    batch_size: int,
+    image_size: int,
+    warmup: int,
+    names: tuple[str, ...] | None = None,
+) -> tuple[dict[str, tuple[Any, Any, torch.optim.Optimizer]], dict[str, torch.Tensor]]:
+    """One (model, objective, AdamW) per objective (``names``: a subset), each a copy of the
+    same initial towers, warmed up for ``warmup`` steps on one shared batch."""
+    base = ENCODERS.build(encoder_cfg)
+    objs = build_objectives(encoder_cfg)
+    runs = {}
+    for name, obj in objs.items():
+        if names is not None and name not in names:
+            continue
+        model = copy.deepcopy(base).train()
+        obj.train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        runs[name] = (model, obj, opt)
+    batch = make_batch(base, batch_size, image_size)
+    for model, obj, opt in runs.values():
+        for _ in range(warmup):
+            train_step(model, obj, opt, batch)
+    return runs, batch
+
+
 def run(
     batch_size: int,
     rounds: int,
@@ -147,18 +173,7 @@ def run(
     """Median step times per objective and median per-round ratios to clip."""
     encoder_cfg = {"name": "tiny", "image_size": image_size}
     torch.manual_seed(0)
-    base = ENCODERS.build(encoder_cfg)
-    objs = build_objectives(encoder_cfg)
-    runs = {}
-    for name, obj in objs.items():
-        model = copy.deepcopy(base).train()
-        obj.train()
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        runs[name] = (model, obj, opt)
-    batch = make_batch(base, batch_size, image_size)
-    for model, obj, opt in runs.values():
-        for _ in range(warmup):
-            train_step(model, obj, opt, batch)
+    runs, batch = prepare_runs(encoder_cfg, batch_size, image_size, warmup)
     names = list(runs)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
@@ -170,8 +185,8 @@ def run(
             times[name].append(time.perf_counter() - start)
     others = [n for n in names if n != "clip"]
     # the loss alone needs no towers only for the self teacher (the EMA one encodes the batch)
-    self_teacher = {n: objs[n] for n in ("clip", "softalign_self")}
-    loss_s = time_losses(self_teacher, batch_size, base.embed_dim, loss_reps)
+    self_teacher = {n: runs[n][1] for n in ("clip", "softalign_self")}
+    loss_s = time_losses(self_teacher, batch_size, runs["clip"][0].embed_dim, loss_reps)
     clip_step = statistics.median(times["clip"])
     return {
         "batch_size": batch_size,

@@ -12,7 +12,6 @@ Objectives run interleaved, one step each per round in a rotating order.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import sys
@@ -25,8 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_softalign_step import build_objectives, make_batch, train_step  # noqa: E402
-from vlexp.encoders import ENCODERS  # noqa: E402
+from benchmarks.bench_softalign_step import prepare_runs, train_step  # noqa: E402
 
 NAMES = ("clip", "softalign", "softalign_self")
 
@@ -36,18 +34,7 @@ def measure(rounds: int, warmup: int, batch_size: int, image_size: int) -> dict[
     torch.set_num_threads(1)
     encoder_cfg = {"name": "tiny", "image_size": image_size}
     torch.manual_seed(0)
-    base = ENCODERS.build(encoder_cfg)
-    objectives = build_objectives(encoder_cfg)
-    runs = {}
-    for name in NAMES:
-        model = copy.deepcopy(base).train()
-        obj = objectives[name].train()
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        runs[name] = (model, obj, opt)
-    batch = make_batch(base, batch_size, image_size)
-    for model, obj, opt in runs.values():
-        for _ in range(warmup):
-            train_step(model, obj, opt, batch)
+    runs, batch = prepare_runs(encoder_cfg, batch_size, image_size, warmup, NAMES)
     cpu: dict[str, list[float]] = {n: [] for n in NAMES}
     for r in range(rounds):
         for name in NAMES[r % len(NAMES) :] + NAMES[: r % len(NAMES)]:
