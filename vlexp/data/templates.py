@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vlexp.data.paths import need_path
+
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
 
@@ -21,12 +23,7 @@ class EvalDataError(FileNotFoundError):
 
 def need_file(path: Any, key: str, what: str) -> Path:
     """``path`` as a :class:`Path`; :class:`EvalDataError` naming ``key`` when unset or missing."""
-    if path is None or str(path) == "":
-        raise EvalDataError(f"{key} is not set: give the {what} (e.g. {key}=/data/...)")
-    p = Path(str(path)).expanduser()
-    if not p.is_file():
-        raise EvalDataError(f"{key}={path}: the {what} does not exist (no such file)")
-    return p
+    return need_path(path, key, what, error=EvalDataError, unset_error=EvalDataError)
 
 
 def read_text_lines(path: Path) -> list[str]:

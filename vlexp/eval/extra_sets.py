@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from vlexp.data.eval_set import EvalSet
+from vlexp.data.paths import need_path
 from vlexp.data.records import IMAGE_ERRORS, decode_image
 from vlexp.data.templates import (
     EvalDataError,
@@ -88,12 +89,7 @@ class ImageFiles(torch.utils.data.Dataset):
 
 # --------------------------------------------------------------------- helpers
 def _need_dir(path: Any, key: str, what: str) -> Path:
-    if path is None or str(path) == "":
-        raise EvalDataError(f"{key} is not set: give the {what} (e.g. {key}=/data/...)")
-    p = Path(str(path)).expanduser()
-    if not p.is_dir():
-        raise EvalDataError(f"{key}={path}: the {what} does not exist (no such folder)")
-    return p
+    return need_path(path, key, what, folder=True, error=EvalDataError, unset_error=EvalDataError)
 
 
 def _check_files_exist(paths: Sequence[str], key: str) -> None:

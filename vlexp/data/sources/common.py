@@ -26,6 +26,7 @@ import torch
 
 from vlexp.data.bad_samples import BadSampleCounter
 from vlexp.data.eval_set import EvalSet
+from vlexp.data.paths import need_path
 from vlexp.data.readers.webdataset_reader import STREAMING_SAMPLERS
 from vlexp.data.records import ClassVocab
 from vlexp.data.shards.index import IndexedShardPairs, ShardIndex, cached_index
@@ -120,19 +121,13 @@ def _accepted(func: Any) -> list[str]:
 
 
 def need_file(value: Any, key: str, what: str) -> Path:
-    if value is None or str(value) == "":
-        raise ValueError(f"{key} is not set: give the path of the {what} ({key}=/path/...)")
-    p = Path(str(value)).expanduser()
-    if not p.is_file():
-        raise FileNotFoundError(f"{key}={value}: the {what} does not exist (no such file)")
-    return p
+    """An existing file named by config ``key`` (ValueError when unset)."""
+    return need_path(value, key, what)
 
 
 def need_dir(value: Any, key: str, what: str) -> Path:
-    p = Path(str(value)).expanduser()
-    if not p.is_dir():
-        raise FileNotFoundError(f"{key}={value}: the {what} does not exist (no such folder)")
-    return p
+    """An existing folder named by config ``key`` (ValueError when unset)."""
+    return need_path(value, key, what, folder=True)
 
 
 def shards_of(spec: Any, key: str) -> list[str]:
