@@ -102,6 +102,9 @@ def test_run_jobs_runs_reuses_and_reports_failures(tmp_path: Path, monkeypatch, 
     with pytest.raises(RuntimeError, match=r"1 of 2 jobs failed[\s\S]*bad seed 0"):
         run_jobs([Job("bad", [], 0), Job("c", [], 0)], tmp_path)
     assert (tmp_path / "c" / "seed0" / "metrics.json").is_file()  # the others still ran
+    # a finished run made with other overrides is refused, not reused as this job's result
+    with pytest.raises(RuntimeError, match=r"b seed 0: .* other overrides"):
+        run_jobs([Job("b", ["x=2"], 0)], tmp_path)
     with pytest.raises(ValueError, match="share a"):
         run_jobs([Job("a", [], 0), Job("a", [], 0)], tmp_path)
 

@@ -4,7 +4,8 @@ Each job gets its own run directory ``<sweep_dir>/<key>/seed<seed>`` and one tor
 thread (on a small CPU, several single-thread jobs side by side beat one job with all
 threads). A job whose ``metrics.json`` exists is skipped and an interrupted one resumes
 from its last checkpoint (``resume=auto``), so re-running an experiment's command only
-does what is missing. The CPU seconds each job used (user + system, from the kernel's
+does what is missing; a run directory made for other overrides (``job.json``) is refused,
+never silently reused. The CPU seconds each job used (user + system, from the kernel's
 accounting of the child) go to ``<job dir>/cpu.json``.
 """
 
@@ -86,6 +87,13 @@ def print_plan(
 def _run_one(job: Job, sweep_dir: Path, logger: str, env: dict[str, str]) -> dict[str, Any]:
     run_dir = job_dir(sweep_dir, job)
     metrics_file = run_dir / "metrics.json"
+    spec_file = run_dir / "job.json"
+    made_for = json.loads(spec_file.read_text())["overrides"] if spec_file.is_file() else None
+    if made_for is not None and made_for != list(job.overrides):
+        raise RuntimeError(
+            f"{job.key} seed {job.seed}: {run_dir} holds a run with other overrides than this "
+            "job's; move it away or pass another sweep directory"
+        )
     if metrics_file.is_file():
         out = json.loads(metrics_file.read_text())
         cpu_file = run_dir / "cpu.json"
@@ -93,6 +101,7 @@ def _run_one(job: Job, sweep_dir: Path, logger: str, env: dict[str, str]) -> dic
             out["cpu_seconds"] = json.loads(cpu_file.read_text())["cpu_seconds"]
         return out
     run_dir.mkdir(parents=True, exist_ok=True)
+    spec_file.write_text(json.dumps({"overrides": list(job.overrides)}))
     (run_dir / "error.txt").unlink(missing_ok=True)
     start = time.time()
     with open(run_dir / "job.log", "ab") as log:
