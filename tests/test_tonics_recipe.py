@@ -14,12 +14,25 @@ def test_experiment_tonics_composes_the_recipe():
     cfg = compose_cfg(["experiment=tonics"])
     assert cfg.encoder.name == "pretrained_small" and cfg.encoder.image_size == 64
     assert cfg.sampler.name == "tonics" and cfg.objective.name == "clip"  # InfoNCE
-    assert cfg.encoder.text.freeze == "last_n" and cfg.encoder.image.freeze == "last_n"
+    assert cfg.encoder.text.freeze == "all" and cfg.encoder.image.freeze == "all"  # locked
     assert cfg.data.source.finegrained_k == 4 and "tonics" in cfg.tags
     # the baseline and other objectives are plain overrides of the same experiment
     base = compose_cfg(["experiment=tonics", "sampler=random", "objective=diht"])
     assert base.sampler.name == "random" and base.objective.name == "composite"
     assert base.encoder.name == "pretrained_small"
+
+
+def test_experiment_tonics_trains_only_the_projections_and_temperature():
+    """The recipe locks both pre-trained towers: nothing inside either tower trains."""
+    from omegaconf import OmegaConf
+
+    from vlexp.encoders import ENCODERS
+
+    cfg = compose_cfg(["experiment=tonics"])
+    model = ENCODERS.build(OmegaConf.to_container(cfg.encoder, resolve=True))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and not any(n.startswith(("text_tower.", "image_tower.")) for n in trainable)
+    assert {n.split(".")[0] for n in trainable} >= {"image_proj", "text_proj"}
 
 
 def test_experiment_tonics_fast_dev_run(make_cfg):

@@ -307,9 +307,9 @@ def test_towers_frozen_whole_cache_pooled_output(tmp_path) -> None:
 
 
 def test_experiment_tonics_trains_on_fixed_images() -> None:
-    """The recipe's images are uncropped, so both of its trunks qualify for the cache."""
+    """The recipe's images are uncropped and its towers locked, so both are cached whole."""
     from conftest import compose_cfg
 
     cfg = compose_cfg(["experiment=tonics"])
     assert cfg.data.train_crop_scale is None and cfg.encoder.trunk_cache == "auto"
-    assert cfg.encoder.image.freeze == "last_n" and cfg.encoder.text.freeze == "last_n"
+    assert cfg.encoder.image.freeze == "all" and cfg.encoder.text.freeze == "all"

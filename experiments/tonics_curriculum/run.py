@@ -114,6 +114,10 @@ class Budget:
         """The overrides every run shares."""
         return [
             "experiment=tonics",
+            # the top layer of each tower trains (the recipe's default locks both towers
+            # whole); these runs were made at this freeze point
+            "encoder.text.freeze=last_n",
+            "encoder.image.freeze=last_n",
             "viz.enabled=false",
             f"data.source.num_train={self.num_train}",
             f"data.source.num_val={self.num_val}",
