@@ -118,6 +118,7 @@ def test_unknown_key_in_a_component_section_fails(overrides, key, tmp_path):
         ["sampler=tonics", "sampler.schedule.name=cosine"],
         ["objective=hnnce", "objective.beta1=-0.5"],
         ["sampler=tonics", "sampler.schedule=step"],
+        ["sampler=tonics", "sampler/schedule=constant", "sampler.schedule.p=0.3"],
     ],
 )
 def test_valid_values_pass(overrides, tmp_path):

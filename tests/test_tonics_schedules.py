@@ -54,18 +54,45 @@ def test_default_schedules_end_in_same_object_batches_only(factory) -> None:
 
 
 def test_shipped_sampler_config_ends_in_same_object_batches() -> None:
-    from pathlib import Path
-
     from omegaconf import OmegaConf
 
-    conf = Path(__file__).resolve().parents[1] / "conf" / "sampler" / "tonics.yaml"
-    spec = OmegaConf.to_container(OmegaConf.load(conf).schedule)
+    from tests.conftest import compose_cfg
+
+    spec = OmegaConf.to_container(compose_cfg(["sampler=tonics"]).sampler.schedule)
+    assert spec["name"] == "linear"
     s = build_schedule(spec)
     assert s(0.0) == 0.0
     assert s(1.0) == 1.0
     # share of same-object batches over the whole training, by numerical integration
     # (the linear ramp to 1 at 0.8, then 1: 0.4 + 0.2 = 0.6)
     assert np.mean(s(np.linspace(0.0, 1.0, 100_001))) == pytest.approx(0.6, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["constant", "cosine", "linear", "step"])
+def test_every_schedule_has_a_preset_with_its_defaults(name: str) -> None:
+    """`sampler/schedule=<name>` composes that schedule with its factory's defaults."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import compose_cfg
+    from vlexp.config import validate_config
+
+    assert name in SCHEDULES.names()
+    cfg = compose_cfg(["sampler=tonics", f"sampler/schedule={name}"])
+    validate_config(cfg)
+    spec = OmegaConf.to_container(cfg.sampler.schedule)
+    preset, default = build_schedule(spec), build_schedule(name)
+    np.testing.assert_array_equal(preset(GRID), default(GRID))
+
+
+def test_switching_schedule_by_name_points_to_the_preset() -> None:
+    """`sampler.schedule.name=constant` keeps linear's options: the error names the fix."""
+    from tests.conftest import compose_cfg
+    from vlexp.config import ConfigError, validate_config
+
+    with pytest.raises(ConfigError) as err:
+        validate_config(compose_cfg(["sampler=tonics", "sampler.schedule.name=constant"]))
+    assert "sampler.schedule.p_max: unknown option" in str(err.value)
+    assert "`sampler/schedule=constant`" in str(err.value)
 
 
 def test_cosine_values_and_shape() -> None:

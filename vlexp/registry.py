@@ -154,9 +154,14 @@ def check_options(
 class Registry(Generic[T]):
     """Maps names to factories (classes or functions) of one kind of component."""
 
-    def __init__(self, kind: str, config_group: str | None = None) -> None:
+    def __init__(
+        self, kind: str, config_group: str | None = None, preset_group: str | None = None
+    ) -> None:
         self.kind = kind
         self.config_group = config_group or kind
+        # the Hydra config group whose presets set a whole component (``sampler/schedule``):
+        # errors about options left over from another component point to it
+        self.preset_group = preset_group
         self._entries: dict[str, Callable[..., T]] = {}
         self._schemas: dict[str, dict[str, Opt]] = {}
 
@@ -204,7 +209,14 @@ class Registry(Generic[T]):
                 return []
             schema = {p: Opt(nullable=True) for p in params}
         extra = extra + tuple(_explicit_params(self._entries[name]) or ())
-        return check_options(options, schema, prefix, extra)
+        errors = check_options(options, schema, prefix, extra)
+        if self.preset_group and any("unknown option" in e for e in errors):
+            errors.append(
+                f"{prefix}: to switch to another {self.kind}, pick its preset, which brings "
+                f"that {self.kind}'s own options: `{self.preset_group}={name}` "
+                f"(presets: {', '.join(self.names())})"
+            )
+        return errors
 
     def names(self) -> list[str]:
         """Registered names, sorted."""

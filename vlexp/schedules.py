@@ -20,7 +20,8 @@ Every schedule of vlexp is a :class:`Ramp`:
   ``ramp_start``, ``ramp_end``; built with :func:`weight_ramp`);
 * the TOnICS probability of a same-object batch (``sampler.schedule={name, p_max, p_min,
   start, end}``, ``{name: step, at}``, ``{name: constant, p}``; built by name from
-  :data:`SCHEDULES`) and its ontology walk (:class:`OntologyWalk`).
+  :data:`SCHEDULES`; one preset each in ``conf/sampler/schedule/``, picked with
+  ``sampler/schedule=<name>``) and its ontology walk (:class:`OntologyWalk`).
 
 The TOnICS paper says its sampler moves "progressively" from diverse batches to batches
 whose pairs all share one object; its exact schedule is not public, so the sampler's
@@ -156,7 +157,9 @@ class Schedule(Protocol):
     def __call__(self, progress: ArrayLike) -> Any: ...
 
 
-SCHEDULES: Registry[Ramp] = Registry("schedule", config_group="sampler.schedule")
+SCHEDULES: Registry[Ramp] = Registry(
+    "schedule", config_group="sampler.schedule", preset_group="sampler/schedule"
+)
 
 _PROB = Opt(float, lo=0.0, hi=1.0)
 _RAMP_SCHEMA = {"p_max": _PROB, "start": _PROB, "end": _PROB, "p_min": _PROB}
