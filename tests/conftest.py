@@ -30,6 +30,24 @@ def compose_cfg(
     return cfg
 
 
+def tiny_encoder(embed_dim: int = 16, **changes: object) -> dict:
+    """Config of the smallest ``encoder=tiny`` model the unit tests train (one block per
+    tower, width 32, 16 px images), with ``changes`` applied."""
+    return {
+        "name": "tiny",
+        "embed_dim": embed_dim,
+        "image_size": 16,
+        "patch_size": 8,
+        "vision_width": 32,
+        "vision_depth": 1,
+        "vision_heads": 2,
+        "text_width": 32,
+        "text_depth": 1,
+        "text_heads": 2,
+        **changes,
+    }
+
+
 @pytest.fixture
 def make_cfg(tmp_path):
     """Compose a config whose outputs go to a temporary directory."""

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, tiny_encoder
 from vlexp.config import ConfigError, validate_config
 from vlexp.encoders import ENCODERS
 from vlexp.encoders.base import TwoTower
@@ -25,19 +25,7 @@ from vlexp.train.accumulation import encode_accumulated, micro_batch_bounds
 from vlexp.train.module import VLModule
 
 B, D = 12, 16
-TINY = {
-    "name": "tiny",
-    "embed_dim": D,
-    "image_size": 16,
-    "patch_size": 8,
-    "vision_width": 32,
-    "vision_depth": 1,
-    "vision_heads": 2,
-    "text_width": 32,
-    "text_depth": 1,
-    "text_heads": 2,
-    "context_length": 8,
-}
+TINY = tiny_encoder(D, context_length=8)
 
 
 # ------------------------------------------------------------------ fixtures

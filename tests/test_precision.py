@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, tiny_encoder
 from vlexp.encoders import ENCODERS
 from vlexp.objectives import OBJECTIVES
 from vlexp.objectives.distributed import gather_features
@@ -30,20 +30,7 @@ PRECISIONS_LISTED = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true"
 # ------------------------------------------------------------------ fixtures
 def _tiny_model():
     torch.manual_seed(0)
-    model = ENCODERS.build(
-        {
-            "name": "tiny",
-            "embed_dim": D,
-            "image_size": 16,
-            "patch_size": 8,
-            "vision_width": 32,
-            "vision_depth": 1,
-            "vision_heads": 2,
-            "text_width": 32,
-            "text_depth": 1,
-            "text_heads": 2,
-        }
-    )
+    model = ENCODERS.build(tiny_encoder(D))
     with torch.no_grad():  # the largest scale: where low-precision logits hurt most
         model.log_logit_scale.fill_(math.log(100.0))
     return model

@@ -11,22 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import tiny_encoder
 from tests.ddp_harness import assert_same, ddp_loss_and_grads, rank_slice
 
 B_LOCAL, D_IN = 6, 10
-TINY = {
-    "name": "tiny",
-    "vision_depth": 1,
-    "text_depth": 1,
-    "vision_width": 32,
-    "text_width": 32,
-    "embed_dim": 16,
-    "image_size": 16,
-    "patch_size": 8,
-    "vision_heads": 2,
-    "text_heads": 2,
-    "context_length": 12,
-}
+TINY = tiny_encoder(16, context_length=12)
 
 CONFIGS = {
     "least_confident": {

@@ -7,24 +7,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tests.conftest import tiny_encoder
 from vlexp.encoders import ENCODERS
 from vlexp.objectives import OBJECTIVES
 from vlexp.objectives.distributed import gather_features
 from vlexp.train.module import VLModule
 
-TINY = {
-    "name": "tiny",
-    "vision_depth": 1,
-    "text_depth": 1,
-    "vision_width": 32,
-    "text_width": 32,
-    "embed_dim": 16,
-    "image_size": 16,
-    "patch_size": 8,
-    "vision_heads": 2,
-    "text_heads": 2,
-    "context_length": 12,
-}
+TINY = tiny_encoder(16, context_length=12)
 CAPTIONS = [
     "a red circle",
     "two blue squares",
