@@ -217,6 +217,7 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("test_after_fit", True):
         test_metrics = run_test(trainer, module, datamodule)
     monitored = val_metrics.get(cfg.eval.monitor)
+    bad_per_rank = datamodule.bad_samples_per_rank()  # a collective: before the rank-0 branch
     if trainer.is_global_zero:
         ks = tuple(cfg.eval.ks)
         rows = test_table(cfg, test_metrics, datamodule.test_sets, ks)
@@ -239,6 +240,8 @@ def train(cfg: DictConfig) -> float | None:
             "bad_samples": datamodule.bad_samples,
             "tag_report": datamodule.tag_report,
         }
+        if bad_per_rank is not None:  # DDP: rank 0's counts above, every rank's here
+            summary["bad_samples_per_rank"] = bad_per_rank
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
         log.info("wrote %s", run_dir / "metrics.json")
     finish_wandb()  # one wandb run per job: the next job of a sweep opens its own

@@ -307,7 +307,7 @@ class VLDataModule(L.LightningDataModule):
 
         ``read`` holds the counts of the batches this process consumed, whatever
         ``data.num_workers`` (the records travel with the batches); with several ranks,
-        each rank's own share.
+        each rank's own share (all of them: :meth:`bad_samples_per_rank`).
         """
         if self.splits is None:
             return {}
@@ -323,6 +323,18 @@ class VLDataModule(L.LightningDataModule):
                 rep["read"] = counts[key]
             if rep:
                 out[key] = rep
+        return out
+
+    def bad_samples_per_rank(self) -> list[dict[str, Any]] | None:
+        """Every rank's :attr:`bad_samples`, in rank order, under DDP (each rank reads
+        its own part of the data, so no rank's counts are the whole); ``None`` in one
+        process. A collective: every rank must call it."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return None
+        out: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(out, self.bad_samples)
         return out
 
     # ---------------------------------------------------------------- resume
