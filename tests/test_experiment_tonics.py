@@ -105,8 +105,11 @@ def test_report_signs_and_seed_rule() -> None:
     assert by["tonics - random, fine-grained acc"].mean == pytest.approx(3.0, abs=0.3)
     assert by["tonics p=0 - random, fine-grained acc"].mean == pytest.approx(0.0, abs=0.3)
     assert text.count("**reproduced at this scale**") == 2
-    assert not tonics_exp.needs_more_seeds(_fake_results(3.0))
+    # every comparison under 1 point asks for seeds 3 and 4 for its condition's rows: here
+    # the p=0 control ties random, while bare-noun tonics beats random by 3 points
+    assert tonics_exp.conditions_needing_seeds(_fake_results(3.0)) == ["attributes"]
     assert tonics_exp.needs_more_seeds(_fake_results(0.0))
+    assert tonics_exp.conditions_needing_seeds(_fake_results(0.0)) == ["attributes", "bare_nouns"]
 
 
 def test_budget_is_whole_epochs() -> None:

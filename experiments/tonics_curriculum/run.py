@@ -442,13 +442,23 @@ def report(
 
 
 # ---------------------------------------------------------------- main
+def conditions_needing_seeds(results: Mapping[tuple[str, int], Mapping[str, Any]]) -> list[str]:
+    """Conditions with a comparison under 1 point (``seeds_needed`` > 3): their rows get
+    seeds 3 and 4."""
+    return [
+        cond
+        for cond in ROWS_OF
+        if any(
+            seeds_needed(c.pair(results)) > len(FIRST_SEEDS)
+            for c in comparisons()
+            if c.method.startswith(f"{cond}-")
+        )
+    ]
+
+
 def needs_more_seeds(results: Mapping[tuple[str, int], Mapping[str, Any]]) -> bool:
-    """Whether tonics - random differs by under 1 point on a deciding metric (then 5 seeds)."""
-    return any(
-        seeds_needed(c.pair(results)) > len(FIRST_SEEDS)
-        for c in comparisons()
-        if (c.method, c.baseline) == ("attributes-tonics", "attributes-random")
-    )
+    """Whether any comparison differs by under 1 point (then 5 seeds for its condition)."""
+    return bool(conditions_needing_seeds(results))
 
 
 def attach_logs(
@@ -532,17 +542,21 @@ def main(argv: list[str] | None = None) -> int:
     first = [
         j for cond, rows in ROWS_OF.items() for j in make_jobs(budget, cond, rows, FIRST_SEEDS)
     ]
-    extra = make_jobs(budget, "attributes", ROWS_OF["attributes"], EXTRA_SEEDS)
+    every_extra = [
+        j for cond, rows in ROWS_OF.items() for j in make_jobs(budget, cond, rows, EXTRA_SEEDS)
+    ]
     print_plan(f"{NAME} (seeds {FIRST_SEEDS})", first, budget.cpu_seconds(), args.parallel)
     print_plan(f"{NAME}, at most, if a difference is under 1 point (+ seeds {EXTRA_SEEDS})",
-               first + extra, budget.cpu_seconds(), args.parallel)  # fmt: skip
+               first + every_extra, budget.cpu_seconds(), args.parallel)  # fmt: skip
     invocation = start_invocation(sweep)
     jobs = list(first)
     to_run = sum(not (job_dir(sweep, j) / "metrics.json").is_file() for j in first)
     results = run_jobs(first, sweep, parallel=args.parallel, logger=args.logger)
     short_of_seeds = needs_more_seeds(results) and args.max_seeds < 5
     if needs_more_seeds(results) and not short_of_seeds:
-        print(f"a deciding difference is under 1 point: adding seeds {EXTRA_SEEDS}", flush=True)
+        more = conditions_needing_seeds(results)
+        print(f"a difference is under 1 point: seeds {EXTRA_SEEDS} for {more}", flush=True)
+        extra = [j for c in more for j in make_jobs(budget, c, ROWS_OF[c], EXTRA_SEEDS)]
         to_run += sum(not (job_dir(sweep, j) / "metrics.json").is_file() for j in extra)
         results.update(run_jobs(extra, sweep, parallel=args.parallel, logger=args.logger))
         jobs += extra
