@@ -45,8 +45,8 @@ DETAILED: tuple[str, ...] = (*CLEAN, "data.source.train_caption=detailed")
 
 CONDITIONS: dict[str, tuple[str, ...]] = {"noisy": NOISY, "clean": CLEAN, "detailed": DETAILED}
 
-DEFAULT_STEPS = 100
-DEFAULT_NUM_TRAIN = 1600
+DEFAULT_STEPS = 300
+DEFAULT_NUM_TRAIN = 4000
 
 
 def budget(steps: int = DEFAULT_STEPS, num_train: int = DEFAULT_NUM_TRAIN) -> list[str]:

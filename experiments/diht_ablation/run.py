@@ -1,7 +1,7 @@
 """The DiHT ablation, end to end: one command, resumable.
 
     python experiments/diht_ablation/run.py [--sweep-dir multirun/diht_ablation]
-        [--steps 100] [--num-train 1600] [--parallel 2] [--logger csv|wandb] [--detailed]
+        [--steps 300] [--num-train 4000] [--parallel 2] [--logger csv|wandb] [--detailed]
 
 Steps (finished outputs under the sweep directory are reused):
 
