@@ -120,3 +120,18 @@ def test_budget_is_whole_epochs() -> None:
     jobs = tonics_exp.make_jobs(b, "bare_nouns", ["random"], [0, 1])
     assert [j.key for j in jobs] == ["bare_nouns-random"] * 2
     assert "data.source.low_complexity_frac=1.0" in jobs[0].overrides
+
+
+def test_invocation_wall_time_leaves_out_the_gaps() -> None:
+    """Two hours between an interrupted invocation's successor and a later resume do not
+    count; the interrupted one ends when the next starts."""
+    log = [
+        {"start": 0.0, "end": None, "jobs_run": None, "load": None},  # interrupted
+        {"start": 600.0, "end": 1800.0, "jobs_run": 4, "load": [1.0, 2.0, 3.0]},
+        {"start": 1900.0, "end": 1901.0, "jobs_run": 0, "load": [9.0, 9.0, 9.0]},  # reuse only
+        {"start": 9000.0, "end": 9600.0, "jobs_run": 2, "load": [1.0, 1.0, 5.5]},
+    ]
+    text = tonics_exp.describe_invocations(log, now=10_000.0)
+    # 600 + 1200 + 600 s = 40 min; the reuse-only invocation's load is not reported
+    assert text.startswith("40 min wall in the 3 invocation(s) that trained runs (1 interrupted")
+    assert text.endswith("end: 5.5 on 2 cores")

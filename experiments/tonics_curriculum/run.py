@@ -493,18 +493,34 @@ def finish_invocation(sweep: Path, index: int, jobs_run: int) -> str:
     log = _invocations(sweep)
     log[index].update(end=time.time(), jobs_run=jobs_run, load=os.getloadavg())
     (sweep / "invocations.json").write_text(json.dumps(log, indent=1))
-    trained = [r for r in log if r["jobs_run"] or r["end"] is None]
-    if not trained:
+    return describe_invocations(log)
+
+
+def describe_invocations(log: Sequence[Mapping[str, Any]], now: float | None = None) -> str:
+    """The wall time of the invocations that trained runs, summed (gaps between them, e.g.
+    a resume the next day, do not count); an interrupted one (``end`` null) is taken to
+    end when the next one starts."""
+    now = time.time() if now is None else now
+    spans, loads, interrupted = [], [], 0
+    for i, r in enumerate(log):
+        if not (r["jobs_run"] or r["end"] is None):
+            continue
+        end = r["end"]
+        if end is None:
+            interrupted += 1
+            end = log[i + 1]["start"] if i + 1 < len(log) else now
+        spans.append(end - r["start"])
+        if r.get("load"):
+            loads.append(r["load"][2])
+    if not spans:
         return "no run trained in the recorded invocations"
-    ends = [r["end"] for r in trained if r["end"] is not None]
-    span = (max(ends) if ends else time.time()) - min(r["start"] for r in trained)
-    loads = [r["load"][2] for r in trained if r["load"]]
-    interrupted = sum(r["end"] is None for r in trained)
-    text = f"{span / 60:.0f} min wall from the first start to the last end of the training"
+    text = f"{sum(spans) / 60:.0f} min wall in the {len(spans)} invocation(s) that trained runs"
     if interrupted:
-        text += f" ({interrupted} interrupted invocation(s) resumed)"
+        text += f" ({interrupted} interrupted, then resumed)"
     if loads:
-        text += f"; 15-minute load average at the end: {max(loads):.1f} on 2 cores"
+        text += (
+            f"; highest 15-minute load average at an invocation's end: {max(loads):.1f} on 2 cores"
+        )
     return text
 
 
