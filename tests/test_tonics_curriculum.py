@@ -8,7 +8,6 @@ share per progress window is compared with the schedule written out by hand.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,11 +18,12 @@ from vlexp.data.types import TagTable
 from vlexp.samplers import SAMPLERS
 from vlexp.samplers.tagging import split_sampler_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "sampler" / "tonics.yaml"
-
 
 def shipped_options() -> dict[str, Any]:
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF), resolve=True)
+    """``sampler=tonics`` as Hydra composes it (the sampler preset + its schedule preset)."""
+    from tests.conftest import compose_cfg
+
+    cfg = OmegaConf.to_container(compose_cfg(["sampler=tonics"]).sampler, resolve=True)
     return split_sampler_config(cfg)[0]  # type: ignore[arg-type]
 
 

@@ -38,7 +38,9 @@ CAPS = list(CAPTIONS)
 
 
 def shipped_cfg(**tagging: Any) -> dict[str, Any]:
-    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "sampler" / "tonics.yaml"))
+    from tests.conftest import compose_cfg
+
+    cfg = OmegaConf.to_container(compose_cfg(["sampler=tonics"]).sampler)
     cfg["tagging"] |= tagging  # type: ignore[index]
     return cfg  # type: ignore[return-value]
 

@@ -73,7 +73,7 @@ METRICS: dict[str, str] = {
 }
 DECIDING = (T2I_R1, FINEGRAINED)
 
-SCHEDULE_END = 0.8  # conf/sampler/tonics.yaml: P(same-object batch) reaches 1 at 80 % of training
+SCHEDULE_END = 0.8  # conf/sampler/schedule/linear.yaml: P(same-object batch) is 1 from 80 % on
 
 
 def schedule_prob(step: np.ndarray | int, steps: int) -> np.ndarray:

@@ -21,7 +21,7 @@ Batch ``b`` of epoch ``e`` is a same-object batch with probability ``p(progress)
 ``epochs * batches_per_epoch`` from this sampler's ``epochs`` option. The paper's exact
 schedule, weighting and policies are unknown to us: every default here is our choice.
 
-Options (all config keys of ``conf/sampler/tonics.yaml``):
+Options (all config keys of ``conf/sampler/tonics.yaml`` and its schedule preset):
 
 ``schedule`` (default ``"linear"``: 0 -> 1 over the first 80% of training, then 1)
     A schedule name or ``{name: ..., <kwargs>}``; see :mod:`vlexp.schedules`.
