@@ -24,11 +24,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _worker import rss_bytes, run_worker  # noqa: E402  (the benchmarks' shared helpers)
 
 MIB = 1024**2
 TINY = {
@@ -47,13 +49,6 @@ TINY = {
 
 
 # ------------------------------------------------------------------ worker
-def _rss_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _reset_hwm() -> None:
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -102,7 +97,7 @@ def measure(batch_size: int, accum_freq: int, steps: int, device: str) -> dict[s
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     else:
-        before = _rss_bytes("VmRSS")
+        before = rss_bytes("VmRSS")
         _reset_hwm()
     times, loss = [], 0.0
     for _ in range(steps):
@@ -113,7 +108,7 @@ def measure(batch_size: int, accum_freq: int, steps: int, device: str) -> dict[s
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated() - before
     else:
-        peak = _rss_bytes("VmHWM") - before
+        peak = rss_bytes("VmHWM") - before
     return {
         "batch": batch_size,
         "accum_freq": accum_freq,
@@ -124,21 +119,11 @@ def measure(batch_size: int, accum_freq: int, steps: int, device: str) -> dict[s
 
 
 def _run_worker(args: argparse.Namespace, accum_freq: int) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
+    return run_worker(
         __file__,
-        "--worker",
-        str(accum_freq),
-        "--batch",
-        str(args.batch),
-        "--steps",
-        str(args.steps),
-        "--device",
-        args.device,
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        ["--worker", str(accum_freq), "--batch", str(args.batch), "--steps", str(args.steps),
+         "--device", args.device],
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------ report

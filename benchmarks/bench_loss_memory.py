@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _worker import rss_bytes, run_worker  # noqa: E402  (the benchmarks' shared helpers)
 
 MIB = 1024**2
 MATRICES_AT_PEAK = 4  # see the module docstring
@@ -50,13 +51,6 @@ def analytic_bytes(rows: int, cols: int, matrices: int = MATRICES_AT_PEAK) -> in
 
 
 # ------------------------------------------------------------------ worker
-def _rss_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _reset_hwm() -> bool:
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -94,7 +88,7 @@ def measure(layout: str, global_batch: int, world: int, dim: int, device: str) -
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     else:
-        before = _rss_bytes("VmRSS")
+        before = rss_bytes("VmRSS")
         if not _reset_hwm():
             raise RuntimeError("cannot reset the RSS high-water mark (/proc/self/clear_refs)")
     loss = objective(f, scale, {}, 0.0).loss
@@ -103,29 +97,17 @@ def measure(layout: str, global_batch: int, world: int, dim: int, device: str) -
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - before
     else:
-        peak = _rss_bytes("VmHWM") - before
+        peak = rss_bytes("VmHWM") - before
     assert all(t.grad is not None for t in leaves)
     return {"layout": layout, "rows": rows, "cols": global_batch, "peak_bytes": int(peak)}
 
 
 def _run_worker(args: argparse.Namespace, layout: str, global_batch: int) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
+    return run_worker(
         __file__,
-        "--worker",
-        layout,
-        "--measure-batch",
-        str(global_batch),
-        "--world",
-        str(args.world),
-        "--dim",
-        str(args.dim),
-        "--device",
-        args.device,
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        ["--worker", layout, "--measure-batch", str(global_batch), "--world", str(args.world),
+         "--dim", str(args.dim), "--device", args.device],
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------ report
