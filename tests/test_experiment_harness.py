@@ -65,6 +65,9 @@ def test_verdict_and_seed_rule() -> None:
     assert "n=3 seeds" in verdict("A beats B", up)
     assert "fewer than 2" in verdict("x", paired({0: 1.0}, {0: 0.0}))
     assert seeds_needed(up) == 3 and seeds_needed(flat) == 5
+    # diffs 2, 3, 4: mean 3, sd 1, t(0.975, 2) = 4.303 -> [0.52, 5.48] (hand-computed)
+    assert (up.side, flat.side, down.side) == ("above 0", "includes 0", "below 0")
+    assert paired({0: 1.0}, {0: 0.0}).side == "includes 0"  # no interval under 2 seeds
 
 
 def test_table_and_plot(tmp_path: Path) -> None:

@@ -54,6 +54,12 @@ class Paired:
         """Number of paired seeds."""
         return len(self.diffs)
 
+    @property
+    def side(self) -> str:
+        """Where the 95 % interval lies: ``"above 0"``, ``"below 0"`` or ``"includes 0"``
+        (also without an interval, under 2 seeds)."""
+        return "above 0" if self.lo > 0 else "below 0" if self.hi < 0 else "includes 0"
+
 
 def paired(method: Mapping[int, float], baseline: Mapping[int, float]) -> Paired:
     """Pair ``method`` and ``baseline`` (seed -> value) on their common seeds."""
@@ -89,14 +95,13 @@ def verdict(claim: str, p: Paired, unit: str = "pts") -> str:
     that the method is significantly worse when the whole interval is below 0. Signs
     must be oriented so that a positive difference supports the claim.
     """
+    word = {
+        "above 0": "reproduced at this scale",
+        "below 0": "not reproduced at this scale (the method is significantly worse)",
+        "includes 0": "not reproduced at this scale (the interval includes 0)",
+    }[p.side]
     if p.n < 2:
         word = "not decidable (fewer than 2 seeds)"
-    elif p.lo > 0:
-        word = "reproduced at this scale"
-    elif p.hi < 0:
-        word = "not reproduced at this scale (the method is significantly worse)"
-    else:
-        word = "not reproduced at this scale (the interval includes 0)"
     return (
         f"{claim}: **{word}** ({_fmt(p.mean)} {unit}, 95 % CI [{_fmt(p.lo)}, {_fmt(p.hi)}], "
         f"n={p.n} seeds)"

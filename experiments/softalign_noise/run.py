@@ -226,12 +226,11 @@ def run_cost(results: Results, noise: float, row: str, field: str) -> Paired:
 
 def contrast_line(p: Paired) -> str:
     """The noise-free contrast: SoftAlign should not help where there is no caption noise."""
-    if p.lo > 0:
-        word = "SoftAlign helps even without caption noise"
-    elif p.hi < 0:
-        word = "SoftAlign is worse without caption noise"
-    else:
-        word = "no difference detected without caption noise"
+    word = {
+        "above 0": "SoftAlign helps even without caption noise",
+        "below 0": "SoftAlign is worse without caption noise",
+        "includes 0": "no difference detected without caption noise",
+    }[p.side]
     return (
         f"contrast (property absent): SoftAlign (EMA teacher) − CLIP, R@1 at 0 % noise: "
         f"**{word}** ({p.mean:+.1f} pts, 95 % CI [{p.lo:+.1f}, {p.hi:+.1f}], n={p.n} seeds)"
@@ -385,7 +384,7 @@ def report(
     harm = paired(values(results, key("clip", NOISY)), values(results, key("clip", CLEAN)))
     hurts = (
         "so the property the method targets is there to act on"
-        if harm.hi < 0
+        if harm.side == "below 0"
         else "not a significant loss at this scale"
     )
     control += (

@@ -272,8 +272,9 @@ def comparisons() -> list[Comparison]:
 
 def interval_line(label: str, p: Paired) -> str:
     """A neutral Markdown line: mean paired difference with its 95 % interval."""
-    side = "above 0" if p.lo > 0 else "below 0" if p.hi < 0 else "includes 0"
-    return f"{label}: {p.mean:+.1f} pts, 95 % CI [{p.lo:+.1f}, {p.hi:+.1f}] ({side}), n={p.n} seeds"
+    return (
+        f"{label}: {p.mean:+.1f} pts, 95 % CI [{p.lo:+.1f}, {p.hi:+.1f}] ({p.side}), n={p.n} seeds"
+    )
 
 
 def runs_table(results: Mapping[tuple[str, int], Mapping[str, Any]], condition: str) -> str:
