@@ -258,7 +258,7 @@ def test_every_registered_component_declares_or_derives_a_schema():
 
 # ------------------------------------------------------------------ before any work
 def test_validation_runs_before_anything_is_built(tmp_path, monkeypatch):
-    import vlexp.cli.train as train_cli
+    import vlexp.train.run as train_cli
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("built something before validating the config")
@@ -272,8 +272,9 @@ def test_validation_runs_before_anything_is_built(tmp_path, monkeypatch):
 
 def test_run_exits_2_with_one_line_on_stderr(tmp_path, monkeypatch, capsys):
     import vlexp.cli.train as train_cli
+    import vlexp.train.sweep
 
-    monkeypatch.setattr(train_cli, "is_multirun", lambda: False)
+    monkeypatch.setattr(vlexp.train.sweep, "is_multirun", lambda: False)
     cfg = compose_cfg(["trainer.val_check_interval=0"], output_dir=tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         train_cli.run(cfg)

@@ -9,7 +9,6 @@ checkpoint and its run config are read by :mod:`vlexp.train.checkpoints`.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
     import torch
 
-    from vlexp.cli.train import run_test, test_table
     from vlexp.objectives.base import Objective
     from vlexp.train.checkpoints import (
         checkpoint_step,
@@ -47,6 +45,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     from vlexp.train.datamodule import VLDataModule
     from vlexp.train.module import VLModule
+    from vlexp.train.run import run_test, test_table, write_metrics
 
     ckpt = resolve_checkpoint(str(cfg.ckpt))
     model, stored = load_model_and_config(ckpt, cfg.get("config"), cfg.get("run_dir"))
@@ -89,10 +88,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "test_table": rows,
         "bad_samples": datamodule.bad_samples,
     }
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-    log.info("wrote %s", out / "metrics.json")
+    write_metrics(Path(cfg.output_dir), summary)
     return summary
 
 
