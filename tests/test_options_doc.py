@@ -53,7 +53,9 @@ def test_preset_defaults_equal_the_constructor_defaults(registry, path, preset):
             continue
         if value == "???" or (isinstance(value, str) and "${" in value):
             continue  # required or interpolated: no constructor default to agree with
-        assert defaults[key] == value, f"{path.name}: {key} is {value}, the constructor's {defaults[key]}"
+        assert defaults[key] == value, (
+            f"{path.name}: {key} is {value}, the constructor's {defaults[key]}"
+        )
 
 
 @pytest.mark.parametrize("registry", [g[0] for g in GROUPS], ids=lambda r: r.kind)
@@ -73,4 +75,6 @@ def test_schema_and_signature_name_the_same_options(registry):
         missing = set(schema) - set(params) - config_only
         undeclared = explicit - set(schema) - context
         assert not missing, f"{registry.kind} {name}: schema keys not in the signature {missing}"
-        assert not undeclared, f"{registry.kind} {name}: options without a schema entry {undeclared}"
+        assert not undeclared, (
+            f"{registry.kind} {name}: options without a schema entry {undeclared}"
+        )
