@@ -218,6 +218,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check_objective_degeneracy(cfg, e)
     _check_components(cfg, e)
     _check_loop(cfg, e)
+    _check_progress(cfg, e)
     _check_monitor(cfg, e)
     _check_batch_fits(cfg, e)
     if e:
@@ -316,6 +317,43 @@ def _check_loop(cfg: DictConfig, errors: list[str]) -> None:
     _check(
         cfg, "eval.chunk_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1", errors, False
     )
+
+
+PROGRESS_KEYS = ("lines", "every_steps", "every_s")
+PROGRESS_LINES = ("auto", "always", "never")
+
+
+def _check_progress(cfg: DictConfig, errors: list[str]) -> None:
+    """The ``progress`` block (text progress lines); absent in older run configs."""
+    block = _get(cfg, "progress")
+    if block is None:
+        return
+    if not OmegaConf.is_dict(block):
+        errors.append(f"  progress={block!r}: expected a block with keys {list(PROGRESS_KEYS)}")
+        return
+    unknown = sorted(set(block) - set(PROGRESS_KEYS))
+    if unknown:
+        errors.append(f"  progress: unknown key(s) {unknown}; accepted: {list(PROGRESS_KEYS)}")
+    _check(cfg, "progress.lines", lambda v: v in PROGRESS_LINES, f"one of {PROGRESS_LINES}", errors)
+    _check(
+        cfg,
+        "progress.every_steps",
+        lambda v: _is_int(v) and v >= 0,
+        "an integer >= 0 (0: no line by step count)",
+        errors,
+    )
+    _check(
+        cfg,
+        "progress.every_s",
+        lambda v: _is_num(v) and v >= 0,
+        "a number of seconds >= 0 (0: no line by time)",
+        errors,
+    )
+    if block.get("lines") != "never" and block.get("every_steps") == 0 == block.get("every_s"):
+        errors.append(
+            "  progress.every_steps=0 and progress.every_s=0: no line would ever be written; "
+            "set one of them > 0, or progress.lines=never"
+        )
 
 
 # ------------------------------------------------------------------ monitored metric
