@@ -62,6 +62,7 @@ class Window:
     compute_s: float = 0.0
 
     def add(self, samples: int, wait_s: float, compute_s: float) -> None:
+        """Count one timed step."""
         self.steps += 1
         self.samples += samples
         self.wait_s += wait_s
@@ -69,6 +70,7 @@ class Window:
 
     @property
     def wall_s(self) -> float:
+        """Seconds of the steps, waiting included."""
         return self.wait_s + self.compute_s
 
     def rates(self) -> dict[str, float]:
@@ -91,6 +93,7 @@ class StepClock:
         self._wait: float | None = None
 
     def batch_start(self, now: float) -> None:
+        """A training batch starts at ``now`` (its wait ends)."""
         self._start = now
         self._wait = None if self._last_end is None else now - self._last_end
 
