@@ -13,6 +13,8 @@ A step's *wait* is the time from the end of one training batch to the start of t
 (the loader producing it, plus logging between steps); its *compute* is from the start
 to the end of the batch (forward, backward, optimizer). The first step of a fit and the
 first after each validation are not timed, so validation never counts as data wait.
+Times are the host's (no CUDA synchronisation, which would cost speed): on a GPU, work
+still queued when the host next waits for it counts in that later interval.
 """
 
 from __future__ import annotations
