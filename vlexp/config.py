@@ -77,6 +77,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check_required(cfg, e)
     _check_run_options(cfg, e)
     _check_resume(cfg, e)
+    _check_progress(cfg, e)
     if _get(cfg, "trainer.max_steps") == -1 and (_get(cfg, "trainer.max_epochs") or -1) < 1:
         e.append("  trainer.max_steps=-1 needs trainer.max_epochs >= 1 (else training never ends)")
     acc = _get(cfg, "trainer.accumulate_grad_batches")
@@ -145,10 +146,23 @@ def _check_resume(cfg: DictConfig, errors: list[str]) -> None:
         )
 
 
+def _check_progress(cfg: DictConfig, errors: list[str]) -> None:
+    block = _get(cfg, "progress")
+    if OmegaConf.is_dict(block) and block.get("lines") != "never":
+        if block.get("every_steps") == 0 == block.get("every_s"):
+            errors.append(
+                "  progress.every_steps=0 and progress.every_s=0: no line would ever be written; "
+                "set one of them > 0, or progress.lines=never"
+            )
+
+
 def _top_level(cfg: DictConfig, errors: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in cfg:
         if key in run_options.COMPONENT_KEYS or key == "hydra":
+            continue
+        if key == "paths":  # may name Hydra's run dir, unresolvable outside a Hydra app
+            out[str(key)] = OmegaConf.to_container(cfg.paths, resolve=False)
             continue
         out[str(key)] = _section(cfg, str(key), errors)
     return out

@@ -77,6 +77,13 @@ VIZ = {
     "top_k": _POS_INT,
 }
 
+PROGRESS = {
+    "lines": Opt(choices=("auto", "always", "never"),
+                 doc="text progress lines: auto (when stdout is not a terminal), always, never"),
+    "every_steps": Opt(int, lo=0, doc="a line every N steps (0: none by step count)"),
+    "every_s": Opt(float, lo=0, doc="a line every N seconds (0: none by time)"),
+}  # fmt: skip
+
 PATHS = {
     "root_dir": Opt(str),
     "data_dir": Opt(str),
@@ -149,6 +156,7 @@ TOP = {
     "model_opts": Opt(dict, fields=MODEL_OPTS),
     "viz": Opt(dict, fields=VIZ),
     "paths": Opt(dict, fields=PATHS),
+    "progress": Opt(dict, fields=PROGRESS),
 }
 # groups whose schema is applied by the validator itself (components, logger, trainer, data)
 COMPONENT_KEYS = ("data", "encoder", "objective", "sampler", "filter", "logger", "trainer")

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from vlexp.config import ConfigError, validate_config
 from vlexp.encoders import ENCODERS
 from vlexp.encoders.trunk_cache import TrunkCacheError, trunk_cache_for_run
+from vlexp.notices import switched_on
 from vlexp.objectives import OBJECTIVES
 from vlexp.samplers import SAMPLERS
 from vlexp.train.callbacks import AtomicCheckpointIO, LastCheckpoint, SamplerStatsCallback
@@ -39,6 +40,7 @@ from vlexp.train.sweep import (
     prepare_ddp_relaunch,
     record_failure,
 )
+from vlexp.train.throughput import ProgressOptions, ThroughputLog
 
 log = logging.getLogger("vlexp")
 
@@ -110,7 +112,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     """The Lightning trainer with checkpointing, logging and progress bar."""
     tcfg: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
     fast = bool(tcfg.get("fast_dev_run"))
-    callbacks: list[L.Callback] = [SamplerStatsCallback(), EpochProgressBar()]
+    progress = ThroughputLog(ProgressOptions.from_config(cfg.get("progress")), cfg.eval.monitor)
+    callbacks: list[L.Callback] = [SamplerStatsCallback(), EpochProgressBar(), progress]
     loggers: Any = False
     if not fast:
         callbacks += [
@@ -186,6 +189,34 @@ def test_table(
     return rows
 
 
+PRECISION_NOTES = {
+    "16-mixed": "float16 autocast with a gradient scaler; the objective in float32",
+    "bf16-mixed": "bfloat16 autocast; the objective in float32",
+    "16-true": "towers in float16; the objective in float32",
+    "bf16-true": "towers in bfloat16; the objective in float32",
+    "64-true": "everything in float64",
+}
+
+
+def log_mechanisms(cfg: DictConfig) -> None:
+    """One line for the precision and one per training mechanism the config switches on.
+
+    Gradient checkpointing, torch.compile and the trunk cache announce themselves where
+    they are applied (``vlexp.train.model_opts``, ``vlexp.encoders.trunk_cache``).
+    """
+    precision = str(cfg.trainer.precision)
+    switched_on(f"precision {precision}", PRECISION_NOTES.get(precision, "everything in float32"))
+    accum = int(cfg.optim.get("accum_freq") or 1)
+    if accum > 1:
+        batch = int(cfg.data.batch_size)
+        part = -(-batch // accum)  # the largest micro-batch (micro_batch_bounds)
+        switched_on(
+            "gradient accumulation",
+            f"optim.accum_freq={accum}: towers in {accum} micro-batches of up to {part} of "
+            f"the {batch} rows per process, loss over the whole batch, towers run twice",
+        )
+
+
 def train(cfg: DictConfig) -> float | None:
     """Validate, build, fit, test; write metrics.json; return the monitored metric."""
     validate_config(cfg)
@@ -205,6 +236,7 @@ def train(cfg: DictConfig) -> float | None:
     if trainer.is_global_zero:
         log.info("run directory: %s", run_dir)
         log.info("model: %s", module.model.freeze_summary())
+        log_mechanisms(cfg)
     datamodule.setup("fit")
     module.objective.setup(datamodule.train_set, cache_dir=str(cfg.paths.cache_dir))
     try:
