@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+LOGGERS = ("wandb", "csv", "tensorboard", "none")
 
 
 class ConfigError(ValueError):
@@ -195,7 +196,11 @@ def validate_config(cfg: DictConfig) -> None:
     )
     _check(cfg, "eval.monitor_mode", lambda v: v in ("min", "max"), "'min' or 'max'", e)
     _check(
-        cfg, "logger.name", lambda v: v in ("wandb", "csv", "none"), "'wandb', 'csv' or 'none'", e
+        cfg,
+        "logger.name",
+        lambda v: v in LOGGERS,
+        "'wandb', 'csv', 'tensorboard' or 'none'",
+        e,
     )
     if _get(cfg, "trainer.max_steps") == -1 and (_get(cfg, "trainer.max_epochs") or -1) < 1:
         e.append("  trainer.max_steps=-1 needs trainer.max_epochs >= 1 (else training never ends)")
@@ -218,6 +223,9 @@ def validate_config(cfg: DictConfig) -> None:
     _check_objective_degeneracy(cfg, e)
     _check_components(cfg, e)
     _check_loop(cfg, e)
+    _check_lr_schedule(cfg, e)
+    _check_augmentation(cfg, e)
+    _check_checkpoints(cfg, e)
     _check_monitor(cfg, e)
     _check_batch_fits(cfg, e)
     if e:
@@ -306,16 +314,89 @@ def _check_loop(cfg: DictConfig, errors: list[str]) -> None:
         required=False,
     )
     _check(
-        cfg,
-        "data.train_crop_scale",
-        lambda v: len(v) == 2 and all(_is_num(x) for x in v) and 0 < v[0] <= v[1] <= 1,
-        "[lo, hi] with 0 < lo <= hi <= 1 (area share of the random crop), or null",
-        errors,
-        required=False,
-    )
-    _check(
         cfg, "eval.chunk_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1", errors, False
     )
+
+
+# ------------------------------------------------------------------ LR, augmentation, ckpts
+MOVED_CROP_KEY = "moved to aug.scale"  # conf/train.yaml's marker for data.train_crop_scale
+
+
+def _check_lr_schedule(cfg: DictConfig, errors: list[str]) -> None:
+    """``optim.schedule`` and its cool-down (which must fit after the warm-up)."""
+    from vlexp.schedules import LR_SCHEDULES
+
+    schedule = _get(cfg, "optim.schedule") or "cosine"
+    _check(
+        cfg, "optim.schedule", lambda v: v in LR_SCHEDULES, f"one of {LR_SCHEDULES}", errors, False
+    )
+    _check(
+        cfg, "optim.cooldown_power", lambda v: _is_num(v) and v > 0, "a float > 0", errors, False
+    )
+    steps = _get(cfg, "optim.cooldown_steps")
+    if schedule != "const_cooldown":
+        if steps is not None:
+            errors.append(
+                f"  optim.cooldown_steps={steps}: only optim.schedule=const_cooldown has a "
+                f"cool-down (optim.schedule={schedule}); set optim.schedule=const_cooldown or "
+                "optim.cooldown_steps=null"
+            )
+        return
+    if steps is None:
+        errors.append(
+            "  optim.cooldown_steps is required with optim.schedule=const_cooldown: the number "
+            "of final steps that decay the LR to optim.min_lr_ratio, e.g. optim.cooldown_steps=100"
+        )
+        return
+    _check(cfg, "optim.cooldown_steps", lambda v: _is_int(v) and v >= 1, "an integer >= 1", errors)
+    total, warm = _get(cfg, "trainer.max_steps"), _get(cfg, "optim.warmup_steps")
+    if _is_int(steps) and _is_int(total) and _is_int(warm) and total > 0 and steps > total - warm:
+        errors.append(
+            f"  optim.cooldown_steps={steps}: more than the {total - warm} steps left after "
+            f"the warm-up (trainer.max_steps={total}, optim.warmup_steps={warm})"
+        )
+
+
+def _check_augmentation(cfg: DictConfig, errors: list[str]) -> None:
+    """The ``aug`` section against its schema; the crop's old key points to the new one."""
+    old = _get(cfg, "data.train_crop_scale")
+    if old != MOVED_CROP_KEY and "train_crop_scale" in (_get(cfg, "data") or {}):
+        value = "null" if old is None else list(old) if OmegaConf.is_list(old) else old
+        errors.append(
+            f"  data.train_crop_scale is now aug.scale: use aug.scale={value} instead"
+            + (" (or aug=none)" if old is None else "")
+        )
+    section = _section(cfg, "aug", errors)
+    if section is None:
+        return
+    if not isinstance(section, dict):
+        errors.append(f"  aug={section!r}: expected an augmentation preset (aug=default ...)")
+        return
+    from vlexp.data.augment import aug_config_errors
+
+    errors.extend(f"  {line}" for line in aug_config_errors(section))
+
+
+def _checkpoint_schema() -> dict[str, Any]:
+    """Options of ``checkpoint`` (conf/train.yaml; read by ``vlexp.train.periodic_checkpoints``)."""
+    from vlexp.registry import Opt
+
+    return {
+        "every_n_steps": Opt(int, lo=1, nullable=True),
+        "every_n_epochs": Opt(int, lo=1, nullable=True),
+        "keep": Opt(int, test=lambda v: v >= 1 or v == -1, doc="an integer >= 1, or -1 (keep all)"),
+    }
+
+
+def _check_checkpoints(cfg: DictConfig, errors: list[str]) -> None:
+    """``checkpoint.*``: periodic checkpoints (every N steps and/or epochs, keep K)."""
+    from vlexp.registry import check_options
+
+    section = _section(cfg, "checkpoint", errors)
+    if isinstance(section, dict):
+        errors.extend(
+            f"  {line}" for line in check_options(section, _checkpoint_schema(), "checkpoint")
+        )
 
 
 # ------------------------------------------------------------------ monitored metric
