@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +85,8 @@ def test_periodic_checkpoints_schedule_tensorboard_and_resume(tmp_path, monkeypa
     ref = Watcher(ref_dir / "checkpoints")
     _train(ref_dir, ref, monkeypatch)
 
-    # every 3 steps and at the end of epoch 1 (step 8), the newest 2 kept
-    want = {1: [], 2: [], 3: [3], 5: [3], 6: [3, 6], 8: [3, 6], 9: [8, 9], 11: [8, 9], 12: [9, 12]}
+    # every 3 steps and after the last step of epoch 1 (step 8), the newest 2 kept
+    want = {1: [], 2: [], 3: [3], 5: [3], 6: [3, 6], 8: [6, 8], 9: [8, 9], 11: [8, 9], 12: [9, 12]}
     assert {s: ref.files[s] for s in want} == want
     ckpts = ref_dir / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == [
@@ -119,6 +120,8 @@ def test_periodic_checkpoints_schedule_tensorboard_and_resume(tmp_path, monkeypa
         _train(run, Watcher(run / "checkpoints", kill_after=10), monkeypatch)
     point = find_resume_point("auto", run)
     assert point.path == str(periodic_checkpoint_path(run / "checkpoints", 9)) and point.step == 9
+    epoch_end = tmp_path / "epoch_end.ckpt"  # the end-of-epoch-1 checkpoint, kept aside
+    shutil.copy(periodic_checkpoint_path(run / "checkpoints", 8), epoch_end)
     caplog.set_level(logging.INFO, logger="vlexp")
     _train(run, Watcher(run / "checkpoints"), monkeypatch, ("resume=auto",))
     assert "at step 9" in caplog.text
@@ -128,6 +131,13 @@ def test_periodic_checkpoints_schedule_tensorboard_and_resume(tmp_path, monkeypa
     for k in a["state_dict"]:
         torch.testing.assert_close(b["state_dict"][k], a["state_dict"][k], rtol=1e-5, atol=1e-6)
     assert [s for s, _ in periodic_checkpoints(run / "checkpoints")] == [9, 12]
+    # a fit started from the end-of-epoch checkpoint (another directory) ends the same
+    other = tmp_path / "from_epoch_end"
+    _train(other, Watcher(other / "checkpoints"), monkeypatch, (f"resume={epoch_end}",))
+    c = torch.load(other / "checkpoints" / "last.ckpt", weights_only=True)
+    assert c["global_step"] == 12
+    for k in a["state_dict"]:
+        torch.testing.assert_close(c["state_dict"][k], a["state_dict"][k], rtol=1e-5, atol=1e-6)
     # TensorBoard hides the killed run's step 9 and 10 (purge_step=9): each step once
     acc = EventAccumulator(str(run / "tensorboard"))
     acc.Reload()

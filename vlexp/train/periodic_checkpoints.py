@@ -37,8 +37,8 @@ def periodic_checkpoints(dirpath: str | Path) -> list[tuple[int, Path]]:
 
 
 class PeriodicCheckpoint(L.Callback):
-    """Saves ``step-<N>.ckpt`` every ``every_n_steps`` steps and/or after every
-    ``every_n_epochs``-th epoch; keeps the newest ``keep`` (``-1``: all).
+    """Saves ``step-<N>.ckpt`` every ``every_n_steps`` steps and/or after the last step of
+    every ``every_n_epochs``-th epoch; keeps the newest ``keep`` (``-1``: all).
 
     Files of steps after the current one (left by a run this one resumed from an
     earlier point) are removed when the next checkpoint is written, so ``keep`` counts
@@ -89,11 +89,11 @@ class PeriodicCheckpoint(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
     ) -> None:
-        n = self.every_n_steps
-        if n is not None and trainer.global_step % n == 0:
+        steps, epochs = self.every_n_steps, self.every_n_epochs
+        if steps is not None and trainer.global_step % steps == 0:
             self._save(trainer)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        n = self.every_n_epochs
-        if n is not None and (trainer.current_epoch + 1) % n == 0:
+        # an epoch's checkpoint is written after its last step, here, not in
+        # on_train_epoch_end: one written there resumes into another batch plan
+        last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if epochs is not None and last and (trainer.current_epoch + 1) % epochs == 0:
             self._save(trainer)

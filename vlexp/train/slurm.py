@@ -10,8 +10,9 @@ training loop:
    ``scontrol requeue``;
 3. the requeued job re-runs the same submission, lands in the same run directory
    (the sweep directory was resolved once at submission) and :func:`find_resume_point`
-   picks the newest readable one of ``hpc_ckpt_*.ckpt`` and ``checkpoints/last.ckpt``
-   (``checkpoints/best.ckpt`` when neither can be read), logging which file and step.
+   picks the newest readable one of ``hpc_ckpt_*.ckpt``, ``checkpoints/last.ckpt`` and
+   the periodic ``checkpoints/step-<N>.ckpt``
+   (``checkpoints/best.ckpt`` when none can be read), logging which file and step.
 """
 
 from __future__ import annotations
