@@ -7,9 +7,9 @@ memory-mapped file the first time sample ``i`` is drawn and afterwards only runs
 trainable top on the stored tensor, so a step costs the top's forward and backward.
 
 - **When it applies** (``encoder.trunk_cache``: ``auto`` | ``true`` | ``false``): text is
-  always deterministic (tokenisation is a function of the caption); images only when
-  ``data.train_crop_scale`` is ``null`` (no random crop: training images get the
-  evaluation transform). A streaming train source has no stable sample index, so
+  always deterministic (tokenisation is a function of the caption); images only with
+  ``aug=none`` (no random crop or colour change: training images get the evaluation
+  transform). A streaming train source has no stable sample index, so
   nothing is cached for it. ``auto`` caches every tower that qualifies; ``true`` fails
   with a one-line reason if a tower with frozen layers does not.
 - **Supported towers**: Hugging Face BERT-style text encoders (model types
@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlexp.data.augment import Augment
 from vlexp.io import file_lock, write_atomic, write_json_atomic
 from vlexp.notices import switched_on
 
@@ -475,9 +476,7 @@ def build_trunk_cache(
         elif inputs.num_samples <= 0:
             reason = "the train source streams (no stable sample index to key rows by)"
         elif side == "image" and not inputs.images_deterministic:
-            reason = (
-                f"{inputs.why_not_images}; set data.train_crop_scale=null to train on fixed images"
-            )
+            reason = f"{inputs.why_not_images}; set aug=none to train on fixed images"
         if reason is not None:
             if mode == "true":
                 raise TrunkCacheError(
@@ -525,7 +524,7 @@ def _num_samples(train_set: Any) -> int:
 def trunk_cache_for_run(model: Any, cfg: Any, train_set: Any) -> TrunkCache | None:
     """The trunk cache of a composed run config (``encoder.trunk_cache``), or ``None``.
 
-    Reads ``data`` (source, ``train_crop_scale``), ``filter``, ``seed`` and
+    Reads ``data.source``, ``aug`` (images are cached only with ``aug.fixed``), ``filter``, ``seed`` and
     ``paths.cache_dir`` from ``cfg``; ``model`` must already be on its training device.
     """
     mode = getattr(model, "trunk_cache_mode", "false")
@@ -537,12 +536,13 @@ def trunk_cache_for_run(model: Any, cfg: Any, train_set: Any) -> TrunkCache | No
         return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
     data = plain(cfg.data)
+    aug = Augment.from_config(plain(cfg.get("aug")))
     n = _num_samples(train_set)
     described = {"source": data.get("source"), "filter": plain(cfg.get("filter")), "seed": cfg.seed}
     inputs = TrunkInputs(
         num_samples=n,
         dataset=dataset_fingerprint(train_set, described) if n else "",
-        images_deterministic=data.get("train_crop_scale", (0.9, 1.0)) is None,
+        images_deterministic=aug.fixed,
         image_preprocessing={
             "size": model.image_size,
             "mean": list(model.image_mean),
@@ -554,7 +554,6 @@ def trunk_cache_for_run(model: Any, cfg: Any, train_set: Any) -> TrunkCache | No
             "tokenizer": type(model.tokenizer).__name__,
             "vocab": getattr(model.tokenizer, "vocab_size", None),
         },
-        why_not_images=f"data.train_crop_scale={data.get('train_crop_scale')} crops training "
-        "images at random",
+        why_not_images=f"aug={plain(cfg.get('aug'))} changes training images at random",
     )
     return build_trunk_cache(model, mode, inputs, cfg.paths.cache_dir)

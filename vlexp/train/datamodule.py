@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from vlexp.data.augment import Augment
 from vlexp.data.bad_samples import BadSampleTally, CollateReadLogs
 from vlexp.data.eval_set import EvalSet
 from vlexp.data.pipeline import (
@@ -73,6 +74,7 @@ class VLDataModule(L.LightningDataModule):
         seed: int = 0,
         total_steps: int | None = None,
         extra_eval_sets: Any = None,
+        aug: DictConfig | dict | None = None,
     ) -> None:
         super().__init__()
         self.data_cfg = _plain(data)
@@ -87,7 +89,7 @@ class VLDataModule(L.LightningDataModule):
                 image_mean,
                 image_std,
                 True,
-                self.data_cfg.get("train_crop_scale", (0.9, 1.0)),
+                aug=Augment.from_config(_plain(aug) if aug is not None else None),
             ),
             tokenize,
         )
@@ -115,7 +117,7 @@ class VLDataModule(L.LightningDataModule):
             cfg.data, cfg.sampler, cfg.filter, tokenize=model.tokenize,
             image_size=model.image_size, image_mean=model.image_mean,
             image_std=model.image_std, seed=int(cfg.seed), total_steps=total_steps,
-            extra_eval_sets=extra_eval_sets,
+            extra_eval_sets=extra_eval_sets, aug=cfg.get("aug"),
         )  # fmt: skip
 
     # ---------------------------------------------------------------- setup

@@ -31,6 +31,7 @@ from vlexp.train.datamodule import VLDataModule
 from vlexp.train.loggers import build_loggers, finish_wandb
 from vlexp.train.model_opts import apply_model_opts
 from vlexp.train.module import VLModule
+from vlexp.train.periodic_checkpoints import PeriodicCheckpoint
 from vlexp.train.progress import EpochProgressBar
 from vlexp.train.report import metrics_rows, print_metrics_table, run_title
 from vlexp.train.slurm import env_rank, find_resume_point, log_resume_point, resume_checkpoint
@@ -96,6 +97,9 @@ def build_components(cfg: DictConfig) -> tuple[VLModule, VLDataModule]:
         warmup_steps=cfg.optim.warmup_steps,
         min_lr_ratio=cfg.optim.min_lr_ratio,
         fused=cfg.optim.get("fused"),
+        schedule=cfg.optim.get("schedule") or "cosine",
+        cooldown_steps=int(cfg.optim.get("cooldown_steps") or 0),
+        cooldown_power=float(cfg.optim.get("cooldown_power") or 1.0),
         accum_freq=int(cfg.optim.get("accum_freq") or 1),
         eval_ks=tuple(cfg.eval.ks),
         eval_chunk_size=cfg.eval.chunk_size,
@@ -127,6 +131,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
                 auto_insert_metric_name=False,
             ),
             LastCheckpoint(run_dir / "checkpoints"),
+            *periodic_checkpoint_callbacks(cfg, run_dir),
             RunConfigInCheckpoint(
                 cfg, group_choices()
             ),  # a checkpoint can be evaluated without its run dir
@@ -157,6 +162,16 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         plugins=[AtomicCheckpointIO()],  # temp file + rename: a kill never truncates a ckpt
         **tcfg,
     )
+
+
+def periodic_checkpoint_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
+    """The ``checkpoint.*`` callback (``step-<N>.ckpt`` every N steps/epochs), if any."""
+    opts = cfg.get("checkpoint") or {}
+    steps, epochs = opts.get("every_n_steps"), opts.get("every_n_epochs")
+    if steps is None and epochs is None:
+        return []
+    keep = int(opts.get("keep", 3))
+    return [PeriodicCheckpoint(run_dir / "checkpoints", steps, epochs, keep)]
 
 
 def write_metrics(run_dir: Path, summary: dict[str, Any]) -> Path:
