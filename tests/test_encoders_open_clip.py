@@ -57,7 +57,7 @@ def _shapes_like_open_clip(model: torch.nn.Module) -> dict[str, tuple[int, ...]]
         elif name in rename:
             out[rename[name]] = tuple(p.t().shape)
         else:
-            name = name.replace("image_tower.", "visual.", 1)
+            name = name.replace("image_tower.model.", "visual.", 1)
             out[name.replace("text_tower.text.", "text.", 1)] = tuple(p.shape)
     return out
 
@@ -89,7 +89,9 @@ def test_overrides_on_a_named_model_are_logged(tiny_name, caplog):
                      "vision_cfg.image_size=48 (was 32)"]  # fmt: skip
     ref = open_clip.create_model(tiny_name, force_image_size=48, force_custom_text=True)
     assert ours.image_size == 48
-    assert ours.image_tower.positional_embedding.shape == ref.visual.positional_embedding.shape
+    assert (
+        ours.image_tower.model.positional_embedding.shape == ref.visual.positional_embedding.shape
+    )
 
 
 @pytest.mark.parametrize("fmt", ["bin", "safetensors", "folder"])
@@ -156,7 +158,7 @@ def test_default_is_the_built_in_small_model():
     expected = tiny_open_clip_config(image_size=32)
     assert ours.image_size == 32
     assert ours.image_proj.weight.shape == (expected["embed_dim"], 96)
-    assert len(ours.image_tower.transformer.resblocks) == expected["vision_cfg"]["layers"]
+    assert len(ours.image_tower.model.transformer.resblocks) == expected["vision_cfg"]["layers"]
 
 
 class _NotATensor:

@@ -92,6 +92,17 @@ class TimmImageTower(ImageTower):
 class OpenClipImageTower(ImageTower):
     """The image tower (``model.visual``) of an open_clip CLIP model."""
 
+    def accept_unwrapped_state(self) -> None:
+        """Also load state dicts that hold the visual's tensors without the ``model.`` level
+        (``encoder=open_clip`` checkpoints written before its towers became freezable)."""
+
+        def hook(state: dict, prefix: str, *_: Any) -> None:
+            for key in [k for k in state if k.startswith(prefix)]:
+                if not key.startswith(f"{prefix}model."):
+                    state[f"{prefix}model.{key[len(prefix) :]}"] = state.pop(key)
+
+        self._register_load_state_dict_pre_hook(hook)
+
     def param_groups(self) -> list[list[str]]:
         """[stem, block_1, ..., block_N]; the final norm / projection / attention pool join the last block."""
         from open_clip.modified_resnet import ModifiedResNet
