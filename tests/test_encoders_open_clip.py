@@ -174,3 +174,20 @@ def test_pickled_objects_in_a_checkpoint_are_refused(tiny_name, tmp_path):
         ENCODERS.build(
             {"name": "open_clip", "model": tiny_name, "pretrained": str(tmp_path / "w.pt")}
         )
+
+
+def test_checkpoints_from_before_the_freezable_image_tower_still_load():
+    """Earlier encoder=open_clip checkpoints name the visual's tensors image_tower.<name>."""
+    cfg = tiny_open_clip_config(image_size=32, vision_layers=1, text_layers=1)
+    torch.manual_seed(0)
+    trained = ENCODERS.build({"name": "open_clip", "model_cfg": cfg})
+    old = {
+        k.replace("image_tower.model.", "image_tower.", 1): v
+        for k, v in trained.state_dict().items()
+    }
+    assert "image_tower.conv1.weight" in old
+    torch.manual_seed(1)
+    fresh = ENCODERS.build({"name": "open_clip", "model_cfg": cfg})
+    fresh.load_state_dict(old, strict=True)
+    for name, value in trained.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[name], value, msg=name)
