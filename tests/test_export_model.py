@@ -155,8 +155,10 @@ def test_options_and_encoders_are_checked_in_one_line(exported, tmp_path):
     from vlexp.cli.export_model import check_options, export_model
 
     _, ckpt, written = exported
-    with pytest.raises(ConfigError, match=r"format=hf: expected one of open_clip"):
-        check_options(_export_cfg(ckpt, tmp_path, format="hf"))
+    with pytest.raises(ConfigError, match=r"format=onnx: expected one of open_clip, hf"):
+        check_options(_export_cfg(ckpt, tmp_path, format="onnx"))
+    with pytest.raises(ConfigError, match=r"format=hf: .*has no Hugging Face text tower"):
+        export_model(_export_cfg(ckpt, tmp_path / "h", format="hf"))
     with pytest.raises(ConfigError, match=r"already holds open_clip_config\.json.*overwrite=true"):
         check_options(_export_cfg(ckpt, written["config"].parent))
     check_options(_export_cfg(ckpt, written["config"].parent, overwrite=True))
@@ -177,5 +179,33 @@ def test_the_command_exports_and_refuses_in_one_line(exported, tmp_path):
     bad = subprocess.run([*cmd, f"out_dir={tmp_path}", "format=onnx", hydra_dir], env=env,
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
-        "error: format=onnx: expected one of open_clip"
+        "error: format=onnx: expected one of open_clip, hf"
     )
+
+
+def test_hf_format_text_tower_loads_with_transformers(tmp_path):
+    """transformers' AutoModel + AutoTokenizer on DIR/text, vlexp's mean pooling and the
+    exported projection give vlexp's text embeddings."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    from vlexp.cli.export_model import export_model
+
+    tiny = {"name": "tiny", "embed_dim": 16, "image_size": 16, "vision_depth": 1, "text_depth": 1}
+    model = _trained(tiny)
+    ckpt = _checkpoint(model, tiny, tmp_path / "tiny.ckpt")
+    written = export_model(_export_cfg(ckpt, tmp_path / "hf", format="hf"))
+    bert = AutoModel.from_pretrained(str(written["text"]), local_files_only=True).eval()
+    tok = AutoTokenizer.from_pretrained(str(written["text"]), local_files_only=True)
+    heads = load_file(str(written["heads"]))
+    batch = tok(CAPTIONS, padding="max_length", max_length=32, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        pooled = (hidden.last_hidden_state * mask).sum(1) / mask.sum(1)
+        got = F.normalize(pooled @ heads["text_proj.weight"].T, dim=-1)
+        want = model.encode_text(batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert float(heads["logit_scale"]) == float(model.log_logit_scale)
+    towers = json.loads(written["towers"].read_text())
+    assert towers["text"]["pooling"] == "mean" and towers["image"]["size"] == 16

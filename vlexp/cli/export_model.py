@@ -1,9 +1,12 @@
-"""``vlexp export-model ckpt=PATH out_dir=DIR [format=open_clip]``: hand a trained model
-to the library its towers came from.
+"""``vlexp export-model ckpt=PATH out_dir=DIR [format=open_clip|hf]``: hand a trained
+model to the library its towers came from.
 
 ``format=open_clip`` (checkpoints of ``encoder=open_clip`` runs) writes the folder
 ``open_clip.create_model_and_transforms("local-dir:DIR")`` loads
-(:mod:`vlexp.encoders.open_clip_export`). Every option is checked before the checkpoint
+(:mod:`vlexp.encoders.open_clip_export`); ``format=hf`` (Hugging Face text towers:
+``tiny``, ``pretrained_small``, ``hf_timm``) writes the text encoder as a folder
+``transformers`` loads, plus the projections and the image tower's weights
+(:mod:`vlexp.encoders.hf_export`). Every option is checked before the checkpoint
 is read; a problem ends the command with one line naming the key (exit code 2). A Hydra
 app (config ``conf/export_model.yaml``).
 """
@@ -20,8 +23,11 @@ from vlexp.config import ConfigError, exit_on_config_error
 
 log = logging.getLogger("vlexp")
 
-FORMATS = ("open_clip",)
-WRITES = {"open_clip": ("open_clip_config.json", "open_clip_model.safetensors")}
+FORMATS = ("open_clip", "hf")
+WRITES = {
+    "open_clip": ("open_clip_config.json", "open_clip_model.safetensors"),
+    "hf": ("text", "heads.safetensors", "image_tower.safetensors", "vlexp_towers.json"),
+}
 
 
 def check_options(cfg: DictConfig) -> None:
@@ -45,24 +51,34 @@ def check_options(cfg: DictConfig) -> None:
 
 def export_model(cfg: DictConfig) -> dict[str, Path]:
     """Load ``cfg.ckpt`` and write it in ``cfg.format``; the files written."""
+    from vlexp.encoders.base import HFTextTower
+    from vlexp.encoders.hf_export import export_hf
     from vlexp.encoders.open_clip_export import export_open_clip
     from vlexp.train.checkpoints import load_model_and_config, resolve_checkpoint
 
     ckpt = resolve_checkpoint(str(cfg.ckpt))
     model, run_cfg = load_model_and_config(ckpt, cfg.get("config"), cfg.get("run_dir"))
-    encoder = run_cfg.encoder.name
-    if encoder != "open_clip":
+    encoder, out = run_cfg.encoder.name, Path(str(cfg.out_dir)).expanduser()
+    if cfg.format == "open_clip" and encoder != "open_clip":
         raise ConfigError(
             f"format=open_clip: {ckpt} was trained with encoder={encoder}; only "
-            "encoder=open_clip checkpoints have an open_clip architecture to export to"
+            "encoder=open_clip checkpoints have an open_clip architecture to export to "
+            "(format=hf writes Hugging Face text towers)"
         )
-    written = export_open_clip(model.eval(), Path(str(cfg.out_dir)).expanduser())
+    if cfg.format == "hf" and not isinstance(model.text_tower, HFTextTower):
+        raise ConfigError(
+            f"format=hf: {ckpt} (encoder={encoder}) has no Hugging Face text tower; "
+            "use format=open_clip for encoder=open_clip"
+        )
+    if cfg.format == "open_clip":
+        written = export_open_clip(model.eval(), out)
+        how = f"open_clip.create_model_and_transforms('local-dir:{out}')"
+    else:
+        written = export_hf(model.eval(), out)
+        how = f"transformers.AutoModel.from_pretrained('{written['text']}') (+ {written['heads']})"
     for what, path in written.items():
         print(f"{what:>8}: {path}")
-    print(
-        "load it with:\n  open_clip.create_model_and_transforms("
-        f"'local-dir:{written['config'].parent}')"
-    )
+    print(f"load it with:\n  {how}")
     return written
 
 
