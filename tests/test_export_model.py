@@ -162,6 +162,8 @@ def test_options_and_encoders_are_checked_in_one_line(exported, tmp_path):
     with pytest.raises(ConfigError, match=r"already holds open_clip_config\.json.*overwrite=true"):
         check_options(_export_cfg(ckpt, written["config"].parent))
     check_options(_export_cfg(ckpt, written["config"].parent, overwrite=True))
+    with pytest.raises(ConfigError, match=r"^ckpt is required: give it on the command line"):
+        check_options(_export_cfg(Path("???"), tmp_path))
     tiny = {"name": "tiny", "embed_dim": 16, "image_size": 16, "vision_depth": 1, "text_depth": 1}
     other = _checkpoint(ENCODERS.build(tiny), tiny, tmp_path / "tiny.ckpt")
     with pytest.raises(

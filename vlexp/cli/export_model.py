@@ -19,11 +19,12 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from vlexp.config import ConfigError, exit_on_config_error
+from vlexp.config import ConfigError, exit_on_config_error, missing_keys
 
 log = logging.getLogger("vlexp")
 
 FORMATS = ("open_clip", "hf")
+HF_TEXT_ENCODERS = ("tiny", "pretrained_small", "hf_timm")
 WRITES = {
     "open_clip": ("open_clip_config.json", "open_clip_model.safetensors"),
     "hf": ("text", "heads.safetensors", "image_tower.safetensors", "vlexp_towers.json"),
@@ -33,6 +34,11 @@ WRITES = {
 def check_options(cfg: DictConfig) -> None:
     """One-line :class:`ConfigError` for a bad ``format`` or an ``out_dir`` holding an
     earlier export (without ``overwrite=true``)."""
+    missing = missing_keys(cfg)
+    if missing:
+        raise ConfigError(
+            f"{missing[0]} is required: give it on the command line, {missing[0]}=..."
+        )
     fmt = cfg.get("format")
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt}: expected one of {', '.join(FORMATS)}")
@@ -51,25 +57,31 @@ def check_options(cfg: DictConfig) -> None:
 
 def export_model(cfg: DictConfig) -> dict[str, Path]:
     """Load ``cfg.ckpt`` and write it in ``cfg.format``; the files written."""
-    from vlexp.encoders.base import HFTextTower
     from vlexp.encoders.hf_export import export_hf
     from vlexp.encoders.open_clip_export import export_open_clip
-    from vlexp.train.checkpoints import load_model_and_config, resolve_checkpoint
+    from vlexp.train.checkpoints import (
+        checkpoint_config,
+        load_model_and_config,
+        resolve_checkpoint,
+    )
 
     ckpt = resolve_checkpoint(str(cfg.ckpt))
-    model, run_cfg = load_model_and_config(ckpt, cfg.get("config"), cfg.get("run_dir"))
-    encoder, out = run_cfg.encoder.name, Path(str(cfg.out_dir)).expanduser()
+    where = {"config": cfg.get("config"), "run_dir": cfg.get("run_dir")}
+    encoder = checkpoint_config(ckpt, **where).encoder.name  # checked before building
+    out = Path(str(cfg.out_dir)).expanduser()
     if cfg.format == "open_clip" and encoder != "open_clip":
         raise ConfigError(
             f"format=open_clip: {ckpt} was trained with encoder={encoder}; only "
             "encoder=open_clip checkpoints have an open_clip architecture to export to "
             "(format=hf writes Hugging Face text towers)"
         )
-    if cfg.format == "hf" and not isinstance(model.text_tower, HFTextTower):
+    if cfg.format == "hf" and encoder not in HF_TEXT_ENCODERS:
         raise ConfigError(
-            f"format=hf: {ckpt} (encoder={encoder}) has no Hugging Face text tower; "
-            "use format=open_clip for encoder=open_clip"
+            f"format=hf: {ckpt} (encoder={encoder}) has no Hugging Face text tower "
+            f"(encoders with one: {', '.join(HF_TEXT_ENCODERS)}); use format=open_clip "
+            "for encoder=open_clip"
         )
+    model, _ = load_model_and_config(ckpt, **where)
     if cfg.format == "open_clip":
         written = export_open_clip(model.eval(), out)
         how = f"open_clip.create_model_and_transforms('local-dir:{out}')"
