@@ -191,3 +191,16 @@ def test_checkpoints_from_before_the_freezable_image_tower_still_load():
     fresh.load_state_dict(old, strict=True)
     for name, value in trained.state_dict().items():
         torch.testing.assert_close(fresh.state_dict()[name], value, msg=name)
+
+
+def test_model_pickles_for_spawned_processes():
+    """ddp_spawn pickles the module: every tower of encoder=open_clip must travel."""
+    import pickle
+
+    cfg = tiny_open_clip_config(image_size=32, vision_layers=1, text_layers=1)
+    model = ENCODERS.build({"name": "open_clip", "model_cfg": cfg, "text": {"freeze": "all"}})
+    clone = pickle.loads(pickle.dumps(model)).eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(clone.encode_image(images), model.eval().encode_image(images))
+    assert clone.text_tower.frozen_module_names == ("",)

@@ -92,16 +92,13 @@ class TimmImageTower(ImageTower):
 class OpenClipImageTower(ImageTower):
     """The image tower (``model.visual``) of an open_clip CLIP model."""
 
-    def accept_unwrapped_state(self) -> None:
-        """Also load state dicts that hold the visual's tensors without the ``model.`` level
-        (``encoder=open_clip`` checkpoints written before its towers became freezable)."""
-
-        def hook(state: dict, prefix: str, *_: Any) -> None:
-            for key in [k for k in state if k.startswith(prefix)]:
-                if not key.startswith(f"{prefix}model."):
-                    state[f"{prefix}model.{key[len(prefix) :]}"] = state.pop(key)
-
-        self._register_load_state_dict_pre_hook(hook)
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        """Also load the visual's tensors saved without the ``model.`` level (checkpoints
+        of ``encoder=open_clip`` from before its towers became freezable)."""
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            if not key.startswith(f"{prefix}model."):
+                state_dict[f"{prefix}model.{key[len(prefix) :]}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def param_groups(self) -> list[list[str]]:
         """[stem, block_1, ..., block_N]; the final norm / projection / attention pool join the last block."""

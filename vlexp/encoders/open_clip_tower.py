@@ -421,7 +421,6 @@ def open_clip_two_tower(
         _, named_mean, named_std = open_clip_preprocessing(str(model))
         mean, std = named_mean or mean, named_std or std
     image_tower, text_tower = OpenClipImageTower(clip.visual), OpenClipTextTower(clip.text)
-    image_tower.accept_unwrapped_state()
     reports = freeze_towers(image_tower, text_tower, icfg, tcfg, "encoder")
     two = TwoTower(
         image_tower,
