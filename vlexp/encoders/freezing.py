@@ -76,6 +76,21 @@ def check_freeze(mode: str, last_n: int, where: str) -> None:
         raise ValueError(f"{where}.last_n must be an integer >= 0, got {last_n!r}")
 
 
+def tower_section(
+    cfg: Mapping[str, Any] | None, defaults: Mapping[str, Any], where: str
+) -> dict[str, Any]:
+    """``defaults`` updated with ``cfg``; unknown keys are an error naming the accepted ones."""
+    cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - set(defaults))
+    if unknown:
+        raise TypeError(
+            f"{where} got unknown option(s) {unknown}; accepted options: {sorted(defaults)}"
+        )
+    out = {**defaults, **cfg}
+    check_freeze(out["freeze"], out["last_n"], where)
+    return out
+
+
 def groups_from_blocks(
     model: nn.Module, block_names: Sequence[str], stem_prefixes: Sequence[str] | None = None
 ) -> list[list[str]]:

@@ -41,6 +41,7 @@ from vlexp.encoders.freezing import (
     FreezableMixin,
     freeze_towers,
     groups_from_blocks,
+    tower_section,
 )
 from vlexp.encoders.patch_dropout import (
     IMAGE_SECTION_DOC,
@@ -355,17 +356,6 @@ IMAGE_DEFAULTS = {"freeze": "none", "last_n": 1, "freeze_norm_stats": False, "pa
 TEXT_DEFAULTS = {"freeze": "none", "last_n": 1}
 
 
-def _tower_options(
-    cfg: Mapping[str, Any] | None, defaults: Mapping[str, Any], where: str
-) -> dict[str, Any]:
-    """``defaults`` updated with ``cfg``; an unknown key is an error naming the accepted ones."""
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(defaults))
-    if unknown:
-        raise TypeError(f"{where} got unknown option(s) {unknown}; accepted: {sorted(defaults)}")
-    return {**defaults, **cfg}
-
-
 @ENCODERS.register("open_clip", schema=OPEN_CLIP_SCHEMA)
 def open_clip_two_tower(
     model: str | None = None,
@@ -394,8 +384,8 @@ def open_clip_two_tower(
 
     from vlexp.encoders.image_towers import OpenClipImageTower, open_clip_preprocessing
 
-    icfg = _tower_options(image, IMAGE_DEFAULTS, "encoder.image")
-    tcfg = _tower_options(text, TEXT_DEFAULTS, "encoder.text")
+    icfg = tower_section(image, IMAGE_DEFAULTS, "encoder.image")
+    tcfg = tower_section(text, TEXT_DEFAULTS, "encoder.text")
     cache_mode = check_mode(trunk_cache)
     cfg = resolve_model_config(model, model_cfg, image_size)
     path = resolve_checkpoint(pretrained, model)

@@ -36,8 +36,8 @@ from vlexp.encoders.base import ENCODERS, TwoTower
 from vlexp.encoders.freezing import (
     IMAGE_TOWER_SCHEMA,
     TOWER_SCHEMA,
-    check_freeze,
     freeze_towers,
+    tower_section,
 )
 from vlexp.encoders.image_towers import (
     OPEN_CLIP_PREFIX,
@@ -119,21 +119,6 @@ HF_TIMM_SCHEMA: dict[str, Opt] = {
         doc=IMAGE_SECTION_DOC,
     ),
 }
-
-
-def tower_section(
-    cfg: Mapping[str, Any] | None, defaults: Mapping[str, Any], where: str
-) -> dict[str, Any]:
-    """``defaults`` updated with ``cfg``; unknown keys are an error naming the accepted ones."""
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(defaults))
-    if unknown:
-        raise TypeError(
-            f"{where} got unknown option(s) {unknown}; accepted options: {sorted(defaults)}"
-        )
-    out = {**defaults, **cfg}
-    check_freeze(out["freeze"], out["last_n"], where)
-    return out
 
 
 def _check_common(projection: str, pooling: str, where: str) -> None:
