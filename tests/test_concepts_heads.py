@@ -75,7 +75,7 @@ def _simulate(teacher_file: str, heads: dict) -> dict[str, float]:
     concepts["teacher"] = {"name": "synthetic", "weights": teacher_file}
     cfg = {
         "name": "composite",
-        "grad_share_every": STEPS,
+        "grad_share_every": 1,  # the one composite call: the measurement at the end
         "terms": {
             "contrastive": {"name": "hnnce", "alpha": 1.0, "beta1": 0.5, "reduction": "sum"},
             "concepts": concepts,
@@ -216,3 +216,18 @@ def test_heads_get_their_own_optimiser_groups(teacher_file):
         else:
             assert "lr" not in g  # the towers keep optim.lr
     assert groups[0]["params"] == [model.weight] and groups[0]["weight_decay"] == 0.1
+
+
+def test_new_options_are_validated_by_the_schema():
+    from vlexp.objectives.base import OBJECTIVES as registry
+
+    bad = {"name": "concepts", "head_scale": 0.0, "head_lr_scale": -1.0, "head_weight_decay": -1}
+    assert registry.config_errors(bad, "objective") == [
+        "objective.head_scale=0.0: expected a number in (0, inf) or null",
+        "objective.head_lr_scale=-1.0: expected a number in (0, inf)",
+        "objective.head_weight_decay=-1: expected a number in [0, inf) or null",
+    ]
+    composite = {"name": "composite", "grad_share_every": -1, "terms": {"a": {"name": "clip"}}}
+    assert registry.config_errors(composite, "objective") == [
+        "objective.grad_share_every=-1: expected an integer in [0, inf)"
+    ]

@@ -15,7 +15,7 @@ its heads; ``~objective.terms.concepts`` does the same). ``setup`` and
 ``on_train_batch_end`` reach every term. Runtime context (the embedding size, the
 student's image mean/std and encoder config) is passed on to the terms that accept it.
 
-Every ``grad_share_every`` training calls (0 = never) each term's weighted gradient into
+Every ``grad_share_every``-th training call (0 = never) each term's weighted gradient into
 the local embeddings is measured (``torch.autograd.grad``, through the loss only, not the
 towers) and logged as ``<term>/grad_norm`` and ``<term>/grad_share`` (its norm over the
 sum of all terms' norms): a term whose share is a few percent barely acts.
@@ -133,7 +133,9 @@ class CompositeObjective(Objective):
             return False
         self._calls += 1
         every = self.grad_share_every
-        return every > 0 and len(self.terms) > 1 and (self._calls - 1) % every == 0
+        # calls every, 2 * every, ...: the steps a logger writes when ``every`` is a multiple
+        # of its interval (Lightning writes after batches n - 1, 2n - 1, ...)
+        return every > 0 and len(self.terms) > 1 and self._calls % every == 0
 
     def forward(
         self,
