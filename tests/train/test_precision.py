@@ -63,7 +63,8 @@ def _objective(name: str, teacher_file: str):
         obj.set_targets(torch.randn(B, obj.teacher.num_concepts, generator=g) * 3)
         with torch.no_grad():  # confident heads, as after training (logits of a few units)
             for head in (obj.image_head, obj.text_head):
-                head.weight.mul_(30.0)
+                head.weight.normal_()  # rows longer than 1: a cosine classifier
+                head.log_scale.fill_(math.log(30.0))
     return obj
 
 

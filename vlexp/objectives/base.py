@@ -54,5 +54,11 @@ class Objective(nn.Module):
     def on_train_batch_end(self, module: nn.Module) -> None:
         """Called after each optimiser step (e.g. to update an EMA teacher)."""
 
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """Optimiser groups (``params`` plus ``lr``/``weight_decay``) for parameters of this
+        objective that need their own settings (e.g. concept heads); given the run's ``lr``
+        and ``weight_decay``. Parameters not listed get the module's default groups."""
+        return []
+
 
 OBJECTIVES: Registry[Objective] = Registry("objective")

@@ -61,6 +61,25 @@ def upcast_half(module: nn.Module) -> nn.Module:
     return module._apply(lambda t: t.float() if t.dtype in HALF_DTYPES else t)
 
 
+def optimizer_groups(
+    module: nn.Module, objective: Objective, lr: float, weight_decay: float
+) -> list[dict[str, Any]]:
+    """AdamW groups: the objective's own (:meth:`Objective.param_groups`), then ``weight_decay``
+    for every other matrix and none for vectors, scalars and the logit scale."""
+    own = [g for g in objective.param_groups(lr, weight_decay) if g["params"]]
+    claimed = {id(p) for g in own for p in g["params"]}
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad or id(p) in claimed:
+            continue
+        (no_decay if p.ndim < 2 or "log_logit_scale" in name else decay).append(p)
+    rest = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return [*rest, *own]
+
+
 class VLModule(L.LightningModule):
     """Trains a :class:`TwoTower` with any registered :class:`Objective`."""
 
@@ -207,16 +226,8 @@ class VLModule(L.LightningModule):
         """AdamW (fused when possible); per step a linear warm-up, then the LR schedule
         (``optim.schedule``: cosine decay, constant, or constant with a cool-down)."""
         fused = self._use_fused()
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            (no_decay if p.ndim < 2 or "log_logit_scale" in name else decay).append(p)
         opt = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
+            optimizer_groups(self, self.objective, self.lr, self.weight_decay),
             lr=self.lr,
             betas=self.betas,
             eps=self.eps,
