@@ -49,6 +49,7 @@ UNREADABLE_SHARD = "unreadable_shard"
 UNKNOWN_TAG = "unknown_tag"
 UNKNOWN_LABEL = "unknown_label"
 BAD_ENCODING = "bad_encoding"
+MALFORMED_ROW = "malformed_row"
 
 BAD_SAMPLES_KEY = "bad_samples"
 """Item and batch field carrying :class:`ReadLog` records from loader workers."""
