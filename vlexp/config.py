@@ -105,6 +105,15 @@ def validate_config(cfg: DictConfig) -> None:
         cfg, "data.eval_batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1", e, False
     )
     _check(cfg, "data.num_workers", lambda v: _is_int(v) and v >= 0, "an integer >= 0", e)
+    _check(
+        cfg,
+        "data.max_image_pixels",
+        lambda v: _is_int(v) and v >= 1,
+        "an integer >= 1 (width x height above which an image is a bad sample), or null",
+        e,
+        required=False,
+    )
+    _check(cfg, "data.jpeg_draft", lambda v: isinstance(v, bool), "true or false", e, False)
     _check(cfg, "data.source.name", lambda v: isinstance(v, str) and v, "a data source name", e)
     _check(cfg, "optim.lr", lambda v: _is_num(v) and 0 < v < 1, "a float in (0, 1)", e)
     _check(cfg, "optim.weight_decay", lambda v: _is_num(v) and v >= 0, "a float >= 0", e)

@@ -50,6 +50,7 @@ UNKNOWN_TAG = "unknown_tag"
 UNKNOWN_LABEL = "unknown_label"
 BAD_ENCODING = "bad_encoding"
 MALFORMED_ROW = "malformed_row"
+TOO_LARGE = "too_large"
 
 BAD_SAMPLES_KEY = "bad_samples"
 """Item and batch field carrying :class:`ReadLog` records from loader workers."""

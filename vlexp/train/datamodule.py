@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from vlexp.data.pipeline import (
     PlannedLoader,
     image_transform,
 )
+from vlexp.data.records import DEFAULT_MAX_IMAGE_PIXELS, ImageDecoder
 from vlexp.data.sources import DATASETS, DataSplits
 from vlexp.data.sources.common import bad_sample_report, check_streaming_setup, is_streaming
 from vlexp.data.types import Subset
@@ -79,6 +81,7 @@ class VLDataModule(L.LightningDataModule):
         self.sampler_cfg = _plain(sampler)
         self.filter_cfg = _plain(filter)
         self.seed = seed
+        self.image_size = int(image_size)
         self.total_steps = total_steps
         self.extra_eval_sets = _plain(extra_eval_sets) if extra_eval_sets else None
         self.train_collate = PairCollator(
@@ -125,13 +128,28 @@ class VLDataModule(L.LightningDataModule):
         extra = build_extra_eval_sets(self.extra_eval_sets)  # paths checked before training
         splits = DATASETS.build(self.data_cfg["source"], seed=self.seed)
         splits.val, splits.test = splits.val + extra["val"], splits.test + extra["test"]
+        _set_decoder(splits.train, self._decoder(None))  # a filter sees full images
         if is_streaming(splits.train):
             check_streaming_setup(splits.train, self.sampler_cfg, self.filter_cfg, self.total_steps)
             self.train_set = splits.train
         else:
             self.train_set = self._filtered(splits.train)
         self.splits = splits
+        crop = self.data_cfg.get("train_crop_scale", (0.9, 1.0))
+        # the smallest expected crop keeps the training resolution: side / sqrt(area share)
+        _set_decoder(
+            splits.train, self._decoder(self.image_size / math.sqrt(crop[0] if crop else 1))
+        )
+        for s in splits.val + splits.test:
+            _set_decoder(getattr(s.images, "source", None), self._decoder(self.image_size))
         self._track_readers()
+
+    def _decoder(self, draft_side: float | None) -> ImageDecoder:
+        """The image decoding of the readers: ``data.max_image_pixels`` and, with
+        ``data.jpeg_draft``, JPEGs decoded reduced to no less than ``draft_side``."""
+        cap = self.data_cfg.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
+        draft = self.data_cfg.get("jpeg_draft", True) and draft_side is not None
+        return ImageDecoder(cap, math.ceil(draft_side) if draft else None)  # type: ignore[arg-type]
 
     def _track_readers(self) -> None:
         """Count the readers' bad samples here, from records the batches carry, so counts
@@ -354,6 +372,13 @@ class VLDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._pending_sampler_state = state.get("sampler")
+
+
+def _set_decoder(source: Any, decoder: ImageDecoder) -> None:
+    """Give the reader under ``source`` (when it decodes files) ``decoder``."""
+    reader = _reader(source)
+    if isinstance(getattr(reader, "decoder", None), ImageDecoder):
+        reader.decoder = decoder
 
 
 def _reader(source: Any) -> Any:

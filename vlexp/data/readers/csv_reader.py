@@ -36,9 +36,10 @@ from vlexp.data.records import (
     IMAGE_ERRORS,
     TAG_SEP,
     ClassVocab,
+    ImageDecoder,
     PackedStrings,
     clean_caption,
-    decode_image,
+    image_error_reason,
     is_valid_utf8,
     label_without_vocab,
     names_found,
@@ -108,6 +109,7 @@ class CsvPairs:
             raise FileNotFoundError(f"pairs table {self.path} does not exist; check data.path")
         self.root = Path(root) if root is not None else self.path.parent
         self._known_bad: set[int] = set()
+        self.decoder = ImageDecoder()  # pixel cap and JPEG draft (set by the datamodule)
         fmt = table_format(self.path, sep)
         self._malformed: list[tuple[int, str]] = []
         df = self._read(fmt, image_col, caption_col, tags_col, label_col)
@@ -238,10 +240,10 @@ class CsvPairs:
         j, image = first_good(
             i,
             n,
-            lambda k: decode_image(self.image_path(k)),
+            lambda k: self.decoder(self.image_path(k)),
             self.bad,
             self._known_bad,
-            lambda e: R.MISSING_IMAGE if isinstance(e, FileNotFoundError) else R.BROKEN_IMAGE,
+            image_error_reason,
             IMAGE_ERRORS,
             where=lambda k: f"row {int(self.rows[k])} ({self._files[k]})",
         )

@@ -53,7 +53,7 @@ import torch
 
 from vlexp.data import bad_samples as R
 from vlexp.data.bad_samples import BAD_SAMPLES_KEY, BadSampleCounter, attach_log, merge_logs
-from vlexp.data.records import IMAGE_ERRORS, ClassVocab, decode_image
+from vlexp.data.records import IMAGE_ERRORS, ClassVocab, ImageDecoder, image_error_reason
 from vlexp.data.shards.listing import (
     distributed_rank_world,
     is_local,
@@ -213,6 +213,7 @@ class WebDatasetPairs(torch.utils.data.IterableDataset):
         self.bad = BadSampleCounter(
             max_bad_fraction, min_samples, name=f"webdataset rank {self.rank}"
         )
+        self.decoder = ImageDecoder()  # pixel cap and JPEG draft (set by the datamodule)
         self.epoch = 0
         self._iters_since_set = 0
 
@@ -355,9 +356,9 @@ class WebDatasetPairs(torch.utils.data.IterableDataset):
         if text is None:
             return None
         try:
-            image = decode_image(raw.fields[ext])  # type: ignore[arg-type]
+            image = self.decoder(raw.fields[ext])  # type: ignore[arg-type]
         except IMAGE_ERRORS as e:
-            self.bad.add(R.BROKEN_IMAGE, f"{raw.url}:{raw.key}: {type(e).__name__}: {e}")
+            self.bad.add(image_error_reason(e), f"{raw.url}:{raw.key}: {type(e).__name__}: {e}")
             return None
         self.bad.ok()
         caption, tags, label = text
@@ -426,7 +427,9 @@ class StreamingPairs(WebDatasetPairs):
             batch_size=batch_size,
             class_names=self.vocab,
         )
-        return StreamingPairs(self._urls, max_samples=self.max_samples, **kwargs)
+        stream = StreamingPairs(self._urls, max_samples=self.max_samples, **kwargs)
+        stream.decoder = self.decoder
+        return stream
 
     def _item_budget(self, worker: int, num_workers: int) -> int | None:
         if self.max_samples is None or self.resampled:
