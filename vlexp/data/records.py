@@ -224,9 +224,14 @@ class ClassVocab:
         return None
 
     def tag_ids(
-        self, tags: Iterable[Any], counter: BadSampleCounter | None, where: str
+        self,
+        tags: Iterable[Any],
+        counter: BadSampleCounter | None,
+        where: str,
+        row: int | None = None,
     ) -> list[int]:
-        """Class ids of tag names (ints are taken as ids); unknown ones dropped as notes."""
+        """Class ids of tag names (ints are taken as ids); unknown ones dropped as notes
+        (of ``row`` when given)."""
         out: list[int] = []
         for t in tags:
             if isinstance(t, int | np.integer) and not isinstance(t, bool) and 0 <= t < len(self):
@@ -234,11 +239,14 @@ class ClassVocab:
             elif isinstance(t, str) and t in self.ids:
                 out.append(self.ids[t])
             elif counter is not None:
-                counter.note(R.UNKNOWN_TAG, f"{where}: tag {t!r} is not a known class")
+                counter.note(R.UNKNOWN_TAG, f"{where}: tag {t!r} is not a known class", row=row)
         return out
 
-    def label_id(self, label: Any, counter: BadSampleCounter | None, where: str) -> int:
-        """Class id of a label (int id, int-like string or class name); -1 when missing."""
+    def label_id(
+        self, label: Any, counter: BadSampleCounter | None, where: str, row: int | None = None
+    ) -> int:
+        """Class id of a label (int id, int-like string or class name); -1 when missing;
+        an unknown name is a note (of ``row`` when given)."""
         if label is None or label == "" or (isinstance(label, float) and np.isnan(label)):
             return -1
         if isinstance(label, int | np.integer):
@@ -252,7 +260,8 @@ class ClassVocab:
             return int(text)
         except ValueError:
             if counter is not None:
-                counter.note(R.UNKNOWN_LABEL, f"{where}: label {label!r} is not a known class")
+                detail = f"{where}: label {label!r} is not a known class"
+                counter.note(R.UNKNOWN_LABEL, detail, row=row)
             return -1
 
     def table(self, tags: Sequence[Sequence[int]]) -> TagTable:

@@ -247,7 +247,8 @@ class IndexedShardPairs:
         index_pass = self.index.bad or {}
         if index_pass.get("seen"):
             dropped = Counter({k: int(v) for k, v in index_pass.get("by_reason", {}).items()})
-            self.bad.start_up(int(index_pass["seen"]), dropped, {})
+            notes = Counter({k: int(v) for k, v in index_pass.get("notes", {}).items()})
+            self.bad.start_up(int(index_pass["seen"]), dropped, {}, notes)
         self._known_bad: set[int] = set()
         self.decoder = ImageDecoder()  # pixel cap and JPEG draft (set by the datamodule)
         self._fds: OrderedDict[int, int] = OrderedDict()
