@@ -430,6 +430,7 @@ class BadSampleTally:
 
     def __init__(self) -> None:
         self.counters: dict[str, BadSampleCounter] = {}
+        self.read_keys: set[str] = set()  # readers whose batches this process consumed
 
     def track(self, key: str, reader: Any) -> None:
         """Take over ``reader.bad`` (its counts so far included) under ``key`` and give
@@ -446,12 +447,17 @@ class BadSampleTally:
             for records in batch.pop(BAD_SAMPLES_KEY, None) or ():
                 counter = self.counters.get(records.source)
                 if counter is not None:
+                    self.read_keys.add(records.source)
                     counter.apply(records)
         return batch
 
     def report(self) -> dict[str, dict[str, Any]]:
         """``{key: counter.as_dict()}``."""
         return {k: c.as_dict() for k, c in self.counters.items()}
+
+    def read_report(self) -> dict[str, dict[str, Any]]:
+        """:meth:`report` of the readers this process read batches of."""
+        return {k: self.counters[k].as_dict() for k in sorted(self.read_keys)}
 
     def log_summary(self) -> None:
         """One summary line per tracked reader."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable
@@ -33,6 +34,10 @@ from vlexp.samplers import SAMPLERS, PlannedBatchSampler
 from vlexp.samplers.tagging import TrainTags, resolve_train_tags
 
 log = logging.getLogger(__name__)
+
+RANK_READS_KEY = "bad_samples/rank_reads"
+"""``trainer.callback_metrics`` key carrying every rank's read counts (JSON bytes as a
+uint8 tensor) from spawned rank 0 to the launching process."""
 
 
 class _RankShard(torch.utils.data.Sampler[int]):
@@ -102,6 +107,7 @@ class VLDataModule(L.LightningDataModule):
         self._pending_sampler_state: dict[str, Any] | None = None
         self._stream: Any = None  # the rank-bound stream of a streaming source
         self.tally = BadSampleTally()  # bad-sample counts of every reader, main process
+        self._rank_reads: list[dict[str, Any]] | None = None  # every rank's, under DDP
         self._train_tags: TrainTags | None = None
 
     @classmethod
@@ -166,7 +172,43 @@ class VLDataModule(L.LightningDataModule):
         return self.tally.absorb(batch)
 
     def teardown(self, stage: str) -> None:
+        """Log the counts; under DDP share every rank's (see :meth:`share_rank_reads`)."""
         self.tally.log_summary()
+        self.share_rank_reads()
+
+    def share_rank_reads(self) -> None:
+        """Under DDP, gather every rank's read counts on every rank (a collective: each
+        rank tears down). Rank 0 also leaves them in ``trainer.callback_metrics``, which
+        a spawn launcher (``ddp_spawn``) hands to the launching process, where
+        :meth:`collect_rank_reads` takes them: its own datamodule never read a batch."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, self.tally.read_report())
+        self._merge_rank_reads(gathered)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.global_rank == 0:
+            blob = json.dumps(self._rank_reads).encode()
+            trainer.callback_metrics[RANK_READS_KEY] = torch.frombuffer(
+                bytearray(blob), dtype=torch.uint8
+            )
+
+    def collect_rank_reads(self, trainer: Any) -> None:
+        """After ``trainer.fit``/``trainer.test``: take the ranks' counts that
+        :meth:`share_rank_reads` left in ``trainer.callback_metrics`` (spawned ranks)."""
+        blob = trainer.callback_metrics.pop(RANK_READS_KEY, None)
+        if blob is not None:
+            self._merge_rank_reads(json.loads(bytes(blob.to(torch.uint8).tolist())))
+
+    def _merge_rank_reads(self, reads: list[dict[str, Any]]) -> None:
+        """Each rank's newer read counts replace its older ones per reader (a spawned
+        test run reads the test sets only, the fit run's counts of the rest stay)."""
+        if self._rank_reads is None or len(self._rank_reads) != len(reads):
+            self._rank_reads = [{} for _ in reads]
+        for mine, new in zip(self._rank_reads, reads):
+            mine.update(new)
 
     def _filtered(self, source: Any) -> Any:
         flt = FILTERS.build(self.filter_cfg)
@@ -325,8 +367,14 @@ class VLDataModule(L.LightningDataModule):
 
         ``read`` holds the counts of the batches this process consumed, whatever
         ``data.num_workers`` (the records travel with the batches); with several ranks,
-        each rank's own share (all of them: :meth:`bad_samples_per_rank`).
+        each rank's own share (all of them: :meth:`bad_samples_per_rank`); in the process
+        that launched spawned ranks, rank 0's.
         """
+        return self._report(self._rank_reads[0] if self._rank_reads else {})
+
+    def _report(self, reads: dict[str, Any]) -> dict[str, Any]:
+        """:attr:`bad_samples` with the ``read`` counts of ``reads`` (one rank's) where
+        given, this process's own elsewhere."""
         if self.splits is None:
             return {}
         out: dict[str, Any] = {}
@@ -334,7 +382,7 @@ class VLDataModule(L.LightningDataModule):
         for stage, sets in (("val", self.splits.val), ("test", self.splits.test)):
             for s in sets:
                 readers[f"{stage}/{s.name}"] = getattr(s.images, "source", None)
-        counts = self.tally.report()
+        counts = {**self.tally.report(), **reads}
         for key, reader in readers.items():
             rep = bad_sample_report(reader) or {}
             if key in counts:
@@ -345,15 +393,11 @@ class VLDataModule(L.LightningDataModule):
 
     def bad_samples_per_rank(self) -> list[dict[str, Any]] | None:
         """Every rank's :attr:`bad_samples`, in rank order, under DDP (each rank reads
-        its own part of the data, so no rank's counts are the whole); ``None`` in one
-        process. A collective: every rank must call it."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        its own part of the data, so no rank's counts are the whole), as gathered at the
+        end of the last fit/test (:meth:`share_rank_reads`); ``None`` in one process."""
+        if self._rank_reads is None:
             return None
-        out: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(out, self.bad_samples)
-        return out
+        return [self._report(reads) for reads in self._rank_reads]
 
     # ---------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
