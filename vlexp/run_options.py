@@ -51,6 +51,14 @@ DATA = {
     "batch_size": Opt(int, lo=1, doc="training pairs per device and step (>= 1)"),
     "eval_batch_size": Opt(int, lo=1, nullable=True, doc="images per eval batch (>= 1)"),
     "num_workers": Opt(int, lo=0, doc="data loader worker processes (>= 0)"),
+    "max_image_pixels": Opt(
+        int,
+        lo=1,
+        nullable=True,
+        help="width x height above which an image is a bad sample, read "
+        "from the header, never decoded (null: PIL's own limit)",
+    ),
+    "jpeg_draft": Opt(bool, help="decode large JPEGs reduced, to no less than the crop needs"),
     "train_crop_scale": Opt(
         str, choices=("moved to aug.scale",), doc="moved to aug.scale (this key only says so)"
     ),

@@ -186,6 +186,7 @@ def write_metrics(run_dir: Path, summary: dict[str, Any]) -> Path:
 def run_test(trainer: L.Trainer, module: VLModule, datamodule: VLDataModule) -> dict[str, float]:
     """Evaluate ``module`` on the datamodule's test sets; the ``test/...`` metrics."""
     trainer.test(module, datamodule=datamodule, verbose=False)
+    datamodule.collect_rank_reads(trainer)  # spawned ranks' bad-sample counts
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
 
 
@@ -261,6 +262,7 @@ def train(cfg: DictConfig) -> float | None:
     start = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     fit_seconds = time.time() - start
+    datamodule.collect_rank_reads(trainer)  # spawned ranks' bad-sample counts
     if trainer.fast_dev_run:
         return None
 
@@ -269,7 +271,7 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("test_after_fit", True):
         test_metrics = run_test(trainer, module, datamodule)
     monitored = val_metrics.get(cfg.eval.monitor)
-    bad_per_rank = datamodule.bad_samples_per_rank()  # a collective: before the rank-0 branch
+    bad_per_rank = datamodule.bad_samples_per_rank()
     if trainer.is_global_zero:
         ks = tuple(cfg.eval.ks)
         rows = test_table(cfg, test_metrics, datamodule.test_sets, ks)
