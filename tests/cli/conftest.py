@@ -10,4 +10,3 @@
 - teacher.py: cli/test_cli.py
 - train.py: cli/test_cli.py, test_config_validation.py, train/test_periodic_checkpoints.py
 """
-

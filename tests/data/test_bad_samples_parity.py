@@ -9,8 +9,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from tests.test_bad_samples_workers import _datamodule
 
+from tests.data.test_bad_samples_workers import _datamodule
 from vlexp.data.readers.memory import colour_block_pairs
 from vlexp.data.shards.export import export_webdataset
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image, ImageFile
-from tests.test_bad_samples_workers import _datamodule
 
 from tests.conftest import compose_cfg
+from tests.data.test_bad_samples_workers import _datamodule
 from vlexp.config import ConfigError, validate_config
 from vlexp.data.pipeline import KeyedPairs, image_transform
 from vlexp.data.readers.csv_reader import CsvPairs
@@ -125,7 +125,7 @@ def test_datamodule_drafts_for_the_smallest_crop_and_keeps_crops_seeded(tmp_path
     path = tmp_path / "pairs.csv"
     pd.DataFrame({"filepath": ["a.jpg"] * 4, "caption": list("abcd")}).to_csv(path, index=False)
     base = ["data=csv", f"data.source.path={path}", "data.batch_size=2", "sampler=random"]
-    dm = _datamodule([*base, "filter=none", "data.train_crop_scale=[0.25,1.0]"])
+    dm = _datamodule([*base, "filter=none", "aug.scale=[0.25,1.0]"])
     dm.setup("fit")
     # 16 px training side, crops down to a quarter of the area: decode to >= 16 / 0.5 = 32
     assert dm.train_set.decoder == ImageDecoder(40_000_000, 32)
@@ -143,7 +143,10 @@ def test_datamodule_drafts_for_the_smallest_crop_and_keeps_crops_seeded(tmp_path
 
 @pytest.mark.parametrize(
     "override,allowed",
-    [("data.max_image_pixels=0", "an integer >= 1"), ("data.jpeg_draft=maybe", "true or false")],
+    [
+        ("data.max_image_pixels=0", "an integer in [1, inf)"),
+        ("data.jpeg_draft=maybe", "true/false"),
+    ],
 )
 def test_decoding_options_are_validated(override, allowed, tmp_path):
     cfg = compose_cfg(["data=csv", "data.source.path=p.csv", override], output_dir=tmp_path)

@@ -91,14 +91,9 @@ class VLDataModule(L.LightningDataModule):
         self.image_size = int(image_size)
         self.total_steps = total_steps
         self.extra_eval_sets = _plain(extra_eval_sets) if extra_eval_sets else None
+        self.aug = Augment.from_config(_plain(aug) if aug is not None else None)
         self.train_collate = PairCollator(
-            image_transform(
-                image_size,
-                image_mean,
-                image_std,
-                True,
-                aug=Augment.from_config(_plain(aug) if aug is not None else None),
-            ),
+            image_transform(image_size, image_mean, image_std, True, aug=self.aug),
             tokenize,
         )
         self.eval_collate = ImageCollator(image_transform(image_size, image_mean, image_std, False))
@@ -143,7 +138,7 @@ class VLDataModule(L.LightningDataModule):
         else:
             self.train_set = self._filtered(splits.train)
         self.splits = splits
-        crop = self.data_cfg.get("train_crop_scale", (0.9, 1.0))
+        crop = self.aug.scale
         # the smallest expected crop keeps the training resolution: side / sqrt(area share)
         _set_decoder(
             splits.train, self._decoder(self.image_size / math.sqrt(crop[0] if crop else 1))
