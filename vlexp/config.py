@@ -224,8 +224,16 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError("Invalid configuration: " + "; ".join(line.strip() for line in e))
 
 
+def _objective_checks() -> dict[str, Any]:
+    """Objectives whose options are checked against the encoder: name -> config_errors."""
+    from vlexp.objectives import siglip, softalign
+
+    return {"softalign": softalign.config_errors, "siglip": siglip.config_errors}
+
+
 def _check_objective_degeneracy(cfg: DictConfig, errors: list[str]) -> None:
-    """Refuse objective configs that are mathematically their baseline (see softalign)."""
+    """Refuse objective configs that are their baseline (softalign) or cannot work with the
+    encoder (a siglip scale above its clamp), for the objective and each composite term."""
     obj = _get(cfg, "objective")
     if not isinstance(obj, DictConfig):
         return
@@ -237,11 +245,11 @@ def _check_objective_degeneracy(cfg: DictConfig, errors: list[str]) -> None:
             for k, t in terms.items()
             if isinstance(t, DictConfig) and t.get("weight", 1.0) != 0
         ]
+    checks = _objective_checks()
     for key, term in entries:
-        if term.get("name") != "softalign":
+        config_errors = checks.get(term.get("name"))
+        if config_errors is None:
             continue
-        from vlexp.objectives.softalign import config_errors
-
         opts = OmegaConf.to_container(term, resolve=True)
         encoder = _get(cfg, "encoder")
         enc = OmegaConf.to_container(encoder, resolve=True) if encoder is not None else None

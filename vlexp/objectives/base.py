@@ -51,6 +51,12 @@ class Objective(nn.Module):
         cached teacher predictions for concept distillation) prepare it here.
         """
 
+    def prepare_model(self, model: nn.Module) -> None:
+        """Called once with the freshly built two-tower model, before the optimiser exists.
+
+        Objectives that start the model's logit scale elsewhere (SigLIP) set it here.
+        """
+
     def on_train_batch_end(self, module: nn.Module) -> None:
         """Called after each optimiser step (e.g. to update an EMA teacher)."""
 
