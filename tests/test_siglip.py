@@ -107,6 +107,7 @@ def test_init_scale_null_keeps_the_encoders_temperature():
     assert model.logit_scale().item() == pytest.approx(20.0)
 
 
+@pytest.mark.slow
 def test_bias_and_scale_are_optimised_and_checkpointed(make_cfg, tmp_path):
     from vlexp.cli.train import build_components, train
 
@@ -231,14 +232,29 @@ def test_open_clip_checkpoint_with_a_logit_bias_loads_into_siglip(siglip_checkpo
     assert fresh.pretrained_logit_bias is None
 
 
-def test_cli_prints_the_preset_with_cfg_job(tmp_path):
+def test_cli_prints_the_preset_with_cfg_job():
     import subprocess
     import sys
+    from pathlib import Path
 
     proc = subprocess.run(
-        [sys.executable, "-m", "vlexp.run", "objective=siglip", "--cfg", "job"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "vlexp.cli.main", "train", "--cfg", "job", "objective=siglip"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     printed = OmegaConf.create(proc.stdout).objective
     assert dict(printed) == {"name": "siglip", "init_scale": 10.0, "init_bias": -10.0}
+
+
+@pytest.mark.parametrize("sampler", ["random", "tonics"])
+@pytest.mark.parametrize("filter_", ["none", "cat"])
+def test_composes_with_every_sampler_and_filter(sampler, filter_, tmp_path):
+    cfg = compose_cfg(["objective=siglip", f"sampler={sampler}", f"filter={filter_}"], tmp_path)
+    validate_config(cfg)
+    assert cfg.objective.name == "siglip"
+
+
+def test_one_training_step_with_the_curriculum_sampler(make_cfg):
+    from vlexp.cli.train import train
+
+    assert train(make_cfg(["objective=siglip", "sampler=tonics", "debug=fast"])) is None

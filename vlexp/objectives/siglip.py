@@ -5,11 +5,12 @@ Every image-text pair of the batch is its own binary problem::
     L = -1/B sum_i sum_j log sigmoid( z_ij (t x_i . y_j + b) ),   z_ij = +1 if i == j else -1
 
 summed over all texts per image and averaged over the images (open_clip's ``SigLipLoss``
-normalisation). ``t`` is the model's logit scale (learnable, clamped at
-``encoder.max_logit_scale``, logged as ``train/logit_scale``) and ``b`` this objective's
-own parameter (in the optimiser and the checkpoint like any objective parameter). Both
-start at the paper's initialisation, ``t = exp(t')`` with ``t' = log 10`` and ``b = -10``
-(``init_scale``, ``init_bias``; an open_clip checkpoint with a logit bias keeps its own).
+normalisation). Both start at the paper's initialisation, ``t = exp(t')`` with
+``t' = log 10`` and ``b = -10`` (``init_scale``, ``init_bias``). Where they live: ``t`` is
+the model's logit scale (as for CLIP, so logging, few-shot probes and open_clip
+checkpoints read it unchanged; clamped at ``encoder.max_logit_scale``); ``b`` is used by
+this loss alone, so it is this objective's parameter (optimised and checkpointed with it,
+taken from an open_clip checkpoint's ``logit_bias`` when the towers come with one).
 
 Distributed, as in the paper: each rank scores its images against its own texts (the
 positives), then passes text chunks around the ring (:func:`ring_shift`) and scores its
