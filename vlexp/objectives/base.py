@@ -26,7 +26,7 @@ class Objective(nn.Module):
     ``forward(features, logit_scale, batch, progress)`` gets
 
     - ``features``: :class:`GatheredFeatures` -- this rank's L2-normalised embeddings and
-      the embeddings of every rank, gathered once with gradients by the module;
+      the embeddings of every rank, gathered with gradients when first read;
     - ``logit_scale``: the scalar ``1 / tau`` (already exponentiated and clamped);
     - ``batch``: the collated batch dict (``index``, ``tags``, ``label``, ...);
     - ``progress``: fraction of training done in [0, 1] (schedules read it).
