@@ -6,6 +6,7 @@
 - run_options.py: the tests of the modules that use it (no direct import)
 """
 
+
 from __future__ import annotations
 
 import os

@@ -8,5 +8,6 @@
 - main.py: cli/test_cli.py, cli/test_export_model.py, cli/test_sources_export_cli.py, cli/test_user_errors.py ...
 - tag.py: samplers/test_tonics_tagging.py
 - teacher.py: cli/test_cli.py
-- train.py: cli/test_cli.py, test_config_validation.py, train/test_periodic_checkpoints.py
+- train.py: cli/test_cli.py, objectives/test_siglip.py, test_config_validation.py, train/test_periodic_checkpoints.py
 """
+

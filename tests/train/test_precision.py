@@ -49,6 +49,7 @@ OBJECTIVE_CONFIGS = {
         "alpha_max": 0.5,
     },
     "concepts": {"name": "concepts", "teacher": {"name": "synthetic"}, "text_weight": 1.0},
+    "siglip": {"name": "siglip"},
 }
 
 
@@ -259,13 +260,14 @@ PRECISIONS = [
 
 
 def _every_objective(teacher_file: str) -> list[str]:
-    """HN-NCE + concept heads (DiHT) + SoftAlign with an EMA teacher, TOnICS batches."""
+    """HN-NCE + concept heads (DiHT) + SoftAlign with an EMA teacher + SigLIP, TOnICS batches."""
     return [
         "objective=diht_synthetic",
         f"objective.terms.concepts.teacher.weights={teacher_file}",
         "objective.terms.concepts.text_weight=1.0",
         "objective.terms.concepts.progress=false",
         "+objective.terms.soft={name: softalign, weight: 0.5, teacher: ema}",
+        "+objective.terms.sigmoid={name: siglip, weight: 0.5}",
         "sampler=tonics",
     ]
 

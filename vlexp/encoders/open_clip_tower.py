@@ -15,9 +15,10 @@ such as ``open_clip_pytorch_model.bin`` or an ``open_clip_train`` checkpoint; or
 holding one), read without running code from it; a hub tag such as ``openai`` is refused.
 The loaded model computes what open_clip's model computes: open_clip's own output
 projections become :class:`TwoTower`'s bias-free linear projections (the same matrices,
-transposed) and its ``logit_scale`` becomes the model's temperature. The BPE tokenizer
-ships inside the ``open_clip_torch`` wheel. ``image``/``text`` say what trains (LiT
-locking, :mod:`vlexp.encoders.freezing`) and ``image.patch_dropout`` drops patch tokens
+transposed) and its ``logit_scale`` becomes the model's temperature (a sigmoid-loss
+model's ``logit_bias`` is kept for ``objective=siglip``). The BPE tokenizer ships inside
+the ``open_clip_torch`` wheel. ``image``/``text`` say what trains (LiT locking,
+:mod:`vlexp.encoders.freezing`) and ``image.patch_dropout`` drops patch tokens
 (:mod:`vlexp.encoders.patch_dropout`).
 """
 
@@ -237,8 +238,6 @@ def _check_supported(cfg: Mapping[str, Any], where: str) -> None:
         reason = "its text tower or tokenizer comes from the Hugging Face hub; use encoder=hf_timm"
     elif "multimodal_cfg" in cfg:
         reason = "it is a captioning (CoCa) model"
-    elif cfg.get("init_logit_bias") is not None:
-        reason = "it is a sigmoid-loss (SigLIP) model with a logit bias"
     elif vision.get("attentional_pool") or text.get("embed_cls"):
         reason = "its towers use attentional pooling / an appended class token"
     if reason:
@@ -393,7 +392,11 @@ def open_clip_two_tower(
         vision_cfg["timm_model_pretrained"] = False  # the trunk's weights come from `pretrained`
     try:
         clip = CustomTextCLIP(
-            int(cfg["embed_dim"]), vision_cfg, text_cfg, quick_gelu=bool(cfg.get("quick_gelu"))
+            int(cfg["embed_dim"]),
+            vision_cfg,
+            text_cfg,
+            quick_gelu=bool(cfg.get("quick_gelu")),
+            init_logit_bias=cfg.get("init_logit_bias"),
         )
     except TypeError as err:
         raise ValueError(f"encoder: not an open_clip model config ({err})") from err
@@ -433,4 +436,12 @@ def open_clip_two_tower(
     if path is not None:
         with torch.no_grad():
             two.log_logit_scale.copy_(clip.logit_scale.detach().reshape(()))
+        if clip.logit_bias is not None:
+            two.pretrained_logit_bias = float(clip.logit_bias)
+            log.info(
+                "encoder.pretrained=%s has a logit bias (%.4g): objective=siglip starts from "
+                "it and from its logit scale; other objectives ignore it",
+                path,
+                two.pretrained_logit_bias,
+            )
     return two

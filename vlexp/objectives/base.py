@@ -26,7 +26,7 @@ class Objective(nn.Module):
     ``forward(features, logit_scale, batch, progress)`` gets
 
     - ``features``: :class:`GatheredFeatures` -- this rank's L2-normalised embeddings and
-      the embeddings of every rank, gathered once with gradients by the module;
+      the embeddings of every rank, gathered with gradients when first read;
     - ``logit_scale``: the scalar ``1 / tau`` (already exponentiated and clamped);
     - ``batch``: the collated batch dict (``index``, ``tags``, ``label``, ...);
     - ``progress``: fraction of training done in [0, 1] (schedules read it).
@@ -49,6 +49,12 @@ class Objective(nn.Module):
 
         ``batch["index"]`` indexes ``train_set``. Objectives that need per-pair data (e.g.
         cached teacher predictions for concept distillation) prepare it here.
+        """
+
+    def prepare_model(self, model: nn.Module) -> None:
+        """Called once with the freshly built two-tower model, before the optimiser exists.
+
+        Objectives that start the model's logit scale elsewhere (SigLIP) set it here.
         """
 
     def on_train_batch_end(self, module: nn.Module) -> None:

@@ -11,7 +11,7 @@ Each term is an ordinary objective config (``name`` + options) plus an optional
 ``weight`` (default 1.0). ``L = sum_t weight_t * L_t``; every term's components are
 logged as ``<term>/<component>`` along with ``<term>/loss``. A term with weight 0 is not
 built at all (so ``objective.terms.concepts.weight=0`` removes concept distillation and
-its heads; ``~objective.terms.concepts`` does the same). ``setup`` and
+its heads; ``~objective.terms.concepts`` does the same). ``setup``, ``prepare_model`` and
 ``on_train_batch_end`` reach every term. Runtime context (the embedding size, the
 student's image mean/std and encoder config) is passed on to the terms that accept it.
 
@@ -115,6 +115,10 @@ class CompositeObjective(Objective):
     def setup(self, train_set: Any, cache_dir: str | None = None) -> None:
         for term in self.terms.values():
             term.setup(train_set, cache_dir)  # type: ignore[operator]
+
+    def prepare_model(self, model: nn.Module) -> None:
+        for term in self.terms.values():
+            term.prepare_model(model)  # type: ignore[operator]
 
     def on_train_batch_end(self, module: nn.Module) -> None:
         for term in self.terms.values():

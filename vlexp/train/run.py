@@ -87,6 +87,7 @@ def build_components(cfg: DictConfig) -> tuple[VLModule, VLDataModule]:
         image_std=model.image_std,
         encoder_config=OmegaConf.to_container(cfg.encoder, resolve=True),
     )
+    objective.prepare_model(model)
     module = VLModule(
         model,
         objective,

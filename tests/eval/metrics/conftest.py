@@ -4,3 +4,4 @@
 - retrieval.py: eval/test_retrieval_metrics.py
 - zeroshot.py: eval/test_clip_benchmark.py, eval/test_fewshot.py, eval/test_retrieval_metrics.py
 """
+

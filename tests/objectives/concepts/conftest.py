@@ -5,3 +5,4 @@
 - targets.py: objectives/concepts/test_concepts.py, objectives/concepts/test_concepts_lazy.py
 - teachers.py: objectives/concepts/test_concepts.py, objectives/concepts/test_concepts_e2e.py, objectives/concepts/test_concepts_heads.py, objectives/concepts/test_concepts_lazy.py ...
 """
+
