@@ -178,7 +178,7 @@ KILLED_FIT = textwrap.dedent(
     import sys, time, torch
     import vlexp.train.callbacks as callbacks
     from tests.conftest import compose_cfg
-    from vlexp.cli.train import train
+    from vlexp.train.run import train
 
     real_save, real_write = torch.save, callbacks.AtomicCheckpointIO.save_checkpoint
     target = []
@@ -209,7 +209,7 @@ def test_fit_killed_mid_checkpoint_write_resumes_from_the_previous_one(tmp_path)
     """A real fit killed half-way through writing ``last.ckpt`` (``$TMPDIR`` on another
     filesystem where there is one) resumes with ``resume=auto`` from the previous one."""
     from tests.conftest import compose_cfg
-    from vlexp.cli.train import train
+    from vlexp.train.run import train
 
     other = "/dev/shm"
     tmpdir = other if os.path.isdir(other) and os.access(other, os.W_OK) else str(tmp_path)
