@@ -11,24 +11,18 @@ job an hour in.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from vlexp import run_options
+from vlexp.errors import UserError
 from vlexp.registry import Opt, check_options
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value is invalid; the message (one line) says which key and what is allowed."""
-
-
-def exit_on_config_error(exc: ConfigError) -> NoReturn:
-    """End a command on a user's config error: the message as one line on stderr, exit 2."""
-    print(f"error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
-    raise SystemExit(2)
 
 
 def _get(cfg: DictConfig, key: str) -> Any:

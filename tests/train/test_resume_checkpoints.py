@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -65,43 +67,174 @@ def test_failed_write_keeps_the_previous_checkpoint_and_no_temp_file(tmp_path, m
 
 KILLED_WRITER = textwrap.dedent(
     """
-    import sys, torch
+    import sys, time, torch
+    import vlexp.train.callbacks as callbacks
     from vlexp.train.callbacks import AtomicCheckpointIO
 
+    mode, target = sys.argv[1], sys.argv[2]
     io, big = AtomicCheckpointIO(), torch.ones(16 * 2**20)  # 64 MB per write
+    if mode == "mid":  # the second write stops half-way through its bytes until killed
+        real_save = torch.save
+
+        def half_then_wait(obj, f):
+            real_save(obj, f)
+            size = f.tell()
+            f.seek(0)
+            f.truncate(size // 2)
+            f.flush()
+            print("half", size, flush=True)
+            time.sleep(600)
+
+        io.save_checkpoint({"global_step": 0, "w": big}, target)
+        print(0, flush=True)
+        callbacks.torch.save = half_then_wait
+        io.save_checkpoint({"global_step": 1, "w": big * 2}, target)
     for step in range(10_000):
-        io.save_checkpoint({"global_step": step, "w": big}, sys.argv[1])
+        io.save_checkpoint({"global_step": step, "w": big}, target)
         print(step, flush=True)
     """
 )
 
 
-@pytest.mark.slow
-def test_kill_during_a_write_leaves_the_last_complete_checkpoint(tmp_path):
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    # $TMPDIR on another filesystem: where a copy-into-place writer truncates last.ckpt
-    tmpdir = "/dev/shm" if os.path.isdir("/dev/shm") else os.environ.get("TMPDIR", "/tmp")
+def _filesystems() -> dict[str, tuple[str | None, str | None]]:
+    """(checkpoint folder root, $TMPDIR) pairs: on the test's filesystem, and across
+    filesystems (``/dev/shm`` against the test's tmp dir) where they differ."""
+    return {
+        "same_fs": (None, None),
+        "tmpdir_on_other_fs": (None, "/dev/shm"),
+        "ckpt_on_other_fs": ("/dev/shm", None),
+    }
+
+
+def _other_fs_or_skip(tmp_path: Path, root: str | None, tmpdir: str | None) -> None:
+    other = root or tmpdir
+    if other is None:
+        return
+    if not os.path.isdir(other) or not os.access(other, os.W_OK):
+        pytest.skip(f"{other} is not a writable folder here")
+    if os.stat(other).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip(f"{other} and {tmp_path} are on the same filesystem here")
+
+
+def _kill_writer(last: Path, mode: str, tmpdir: str) -> int:
+    """Run :data:`KILLED_WRITER`, SIGKILL it during a write; the size of the complete
+    write in ``mid`` mode (0 otherwise)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": tmpdir}
     proc = subprocess.Popen(
-        [sys.executable, "-c", KILLED_WRITER, str(last)],
+        [sys.executable, "-c", KILLED_WRITER, mode, str(last)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
+    full = 0
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "0"
-        deadline = time.time() + 60
-        while time.time() < deadline and not _partials(last.parent):  # a write under way
-            time.sleep(0.001)
+        if mode == "mid":
+            word, size = proc.stdout.readline().split()
+            assert word == "half"
+            full = int(size)
+        else:
+            deadline = time.time() + 60
+            while time.time() < deadline and not _partials(last.parent):  # a write under way
+                time.sleep(0.001)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert _partials(last.parent), "killed between writes; the check needs a write under way"
-    state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
-    assert state["global_step"] >= 0 and state["w"].numel() == 16 * 2**20
-    assert find_resume_point("auto", tmp_path).path == str(last)
-    removed = remove_partial_checkpoints(last.parent)
-    assert removed and _partials(last.parent) == []
+    return full
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", sorted(_filesystems()))
+@pytest.mark.parametrize("mode", ["mid", "any"])
+def test_kill_during_a_write_leaves_the_last_complete_checkpoint(tmp_path, where, mode):
+    """``mid``: killed with half the new checkpoint's bytes written; ``any``: killed at
+    whatever point a write is under way. The previous checkpoint stays whole and
+    ``resume=auto`` resumes from it, on one filesystem and across two."""
+    root, tmpdir = _filesystems()[where]
+    _other_fs_or_skip(tmp_path, root, tmpdir)
+    run = Path(tempfile.mkdtemp(dir=root)) if root else tmp_path
+    try:
+        last = run / "checkpoints" / "last.ckpt"
+        full = _kill_writer(last, mode, tmpdir or str(tmp_path))
+        partials = _partials(last.parent)
+        assert partials, "killed between writes; the check needs a write under way"
+        if mode == "mid":  # the new bytes were half there, next to the target
+            assert [p.stat().st_size for p in partials] == [full // 2]
+        state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+        assert state["w"].numel() == 16 * 2**20
+        if mode == "mid":
+            assert state["global_step"] == 0 and bool((state["w"] == 1).all())
+        point = find_resume_point("auto", run)
+        assert (point.path, point.step, point.skipped) == (str(last), state["global_step"], [])
+        removed = remove_partial_checkpoints(last.parent)
+        assert removed and _partials(last.parent) == []
+    finally:
+        if root:
+            shutil.rmtree(run, ignore_errors=True)
+
+
+KILLED_FIT = textwrap.dedent(
+    """
+    import sys, time, torch
+    import vlexp.train.callbacks as callbacks
+    from tests.conftest import compose_cfg
+    from vlexp.train.run import train
+
+    real_save, real_write = torch.save, callbacks.AtomicCheckpointIO.save_checkpoint
+    target = []
+
+    def write(self, checkpoint, path, storage_options=None):
+        target[:] = [str(path)]
+        return real_write(self, checkpoint, path, storage_options)
+
+    def save(obj, f):  # last.ckpt at step 4: stop with half its bytes written
+        real_save(obj, f)
+        if target[0].endswith("last.ckpt") and obj["global_step"] == 4:
+            size = f.tell()
+            f.seek(0)
+            f.truncate(size // 2)
+            f.flush()
+            print("half", flush=True)
+            time.sleep(600)
+
+    callbacks.AtomicCheckpointIO.save_checkpoint = write
+    callbacks.torch.save = save
+    train(compose_cfg(sys.argv[2:], output_dir=sys.argv[1]))
+    """
+)
+
+
+@pytest.mark.slow
+def test_fit_killed_mid_checkpoint_write_resumes_from_the_previous_one(tmp_path):
+    """A real fit killed half-way through writing ``last.ckpt`` (``$TMPDIR`` on another
+    filesystem where there is one) resumes with ``resume=auto`` from the previous one."""
+    from tests.conftest import compose_cfg
+    from vlexp.train.run import train
+
+    other = "/dev/shm"
+    tmpdir = other if os.path.isdir(other) and os.access(other, os.W_OK) else str(tmp_path)
+    run = tmp_path / "run"
+    overrides = ["debug=tiny_run", "trainer.val_check_interval=2", "test_after_fit=false"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": tmpdir}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_FIT, str(run), *overrides, "trainer.max_steps=6"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert any(line.strip() == "half" for line in proc.stdout), "the fit ended unkilled"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    last = run / "checkpoints" / "last.ckpt"
+    assert _partials(last.parent), "no write was under way"
+    point = find_resume_point("auto", run)
+    assert (point.path, point.step) == (str(last), 2)
+    train(compose_cfg([*overrides, "trainer.max_steps=6", "resume=auto"], output_dir=run))
+    assert torch.load(last, weights_only=True, mmap=True)["global_step"] == 6
+    assert _partials(last.parent) == []
 
 
 def test_a_fit_start_removes_leftover_temp_files(tmp_path):

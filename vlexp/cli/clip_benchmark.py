@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from vlexp.errors import exiting_on_user_error
 from vlexp.eval.clip_benchmark import (
     MODEL_TYPE,
     ClipBenchmarkModel,
@@ -66,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     old = sys.argv
     sys.argv = ["clip_benchmark", *args]
     try:
-        cli.main()
+        with exiting_on_user_error():
+            cli.main()
     finally:
         sys.argv = old
 

@@ -51,7 +51,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model, stored = load_model_and_config(ckpt, cfg.get("config"), cfg.get("run_dir"))
     run_cfg = run_config_for_eval(cfg, stored)
     torch.set_float32_matmul_precision("high")
-    L.seed_everything(int(run_cfg.seed), workers=True)
+    L.seed_everything(int(run_cfg.seed), workers=True, verbose=False)
+    log.info("seed: %d", int(run_cfg.seed))
     module = VLModule(
         model,
         Objective(),

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vlexp.errors import exiting_on_user_error
 from vlexp.eval.fewshot import KSHOT_MAX_FOLDS, PROTOCOLS, fewshot_curve, plot_fewshot_curve
 from vlexp.train.checkpoints import load_module_and_data
 
@@ -47,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         raise SystemExit(0)
-    return probe(_parse_args(argv))
+    with exiting_on_user_error():
+        return probe(_parse_args(argv))
 
 
 def run(cfg: Any) -> dict[str, Any]:

@@ -4,7 +4,9 @@
 ``teacher`` are Hydra apps (configs from conf/, the same ``group=option key=value``
 overrides, ``--help``, ``--cfg job``, ``-m`` sweeps and ``--shell-completion``);
 ``clip_benchmark`` keeps its ``--flag`` options. Nothing heavy (torch, Lightning) is imported until a command actually
-runs, so ``--help`` and ``--cfg job`` answer quickly.
+runs, so ``--help`` and ``--cfg job`` answer quickly. A user's error (a bad config value,
+a refused or missing file, too many bad samples: :class:`vlexp.errors.UserError`) ends
+every command with one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlexp.cli import CONF_DIR
+from vlexp.errors import exiting_on_user_error
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,8 @@ def hydra_app(name: str, command: Command) -> Callable[[], Any]:
     import hydra
 
     def task(cfg: Any) -> Any:
-        return command.load()(cfg)
+        with exiting_on_user_error():
+            return command.load()(cfg)
 
     # Hydra names the job (and its log file) after the task function's module
     task.__module__ = command.module
@@ -143,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> Any:
     if command is None:
         raise SystemExit(f"vlexp: unknown command {name!r}; one of: {', '.join(COMMANDS)}")
     if command.config is None:
-        return command.load()(rest)
+        with exiting_on_user_error():
+            return command.load()(rest)
     if not any(a in _COMPLETION_FLAGS for a in rest):
         _prepare_argv(name, command, rest)
     else:

@@ -11,12 +11,14 @@ import hydra
 from omegaconf import DictConfig
 
 from vlexp.cli import CONF_DIR
-from vlexp.config import ConfigError, exit_on_config_error, validate_config
+from vlexp.config import validate_config
+from vlexp.errors import exiting_on_user_error
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Validate ``cfg``, then train; in a sweep a crash becomes a recorded failure."""
-    try:
+    """Validate ``cfg``, then train; in a sweep a crash becomes a recorded failure. A
+    user's error (config, refused file, bad samples) is one line on stderr, exit code 2."""
+    with exiting_on_user_error():
         validate_config(cfg)
         import torch
 
@@ -27,8 +29,6 @@ def run(cfg: DictConfig) -> float | None:
         torch.set_float32_matmul_precision("high")
         quiet_nonzero_rank(env_rank())  # only rank 0 writes the run directory's log file
         return run_guarded(cfg, is_multirun())
-    except ConfigError as exc:  # a user error: one line on stderr, exit code 2
-        exit_on_config_error(exc)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

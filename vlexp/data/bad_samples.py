@@ -38,6 +38,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from vlexp.errors import UserError
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -100,8 +102,9 @@ def merge_logs(logs: Iterable[ReadLog | None]) -> list[ReadLog]:
     return list(out.values())
 
 
-class TooManyBadSamples(RuntimeError):
-    """Raised when the fraction of skipped samples exceeds the configured ceiling."""
+class TooManyBadSamples(UserError, RuntimeError):
+    """Raised when the fraction of skipped samples exceeds the configured ceiling (a
+    problem of the user's data: commands end on it with one line, exit code 2)."""
 
 
 class BadSampleCounter:

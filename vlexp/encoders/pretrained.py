@@ -235,7 +235,7 @@ def pretrained_small(
     lite0 = load_efficientnet_lite0(num_classes=0, weights=icfg["weights"], drop_rate=0.0)
     return assemble(
         TimmImageTower(lite0),
-        load_text_tower(folder, tcfg["pooling"]),
+        load_text_tower(folder, tcfg["pooling"], f"{where}.text"),
         load_tokenizer(folder),
         image_size=int(image_size),
         image_mean=image_mean,
@@ -328,7 +328,7 @@ def hf_timm(
     set_patch_dropout(image_tower.model, icfg["patch_dropout"], f"{where}.image.patch_dropout")
     return assemble(
         image_tower,
-        load_text_tower(text_dir, tcfg["pooling"]),
+        load_text_tower(text_dir, tcfg["pooling"], f"{where}.text.model"),
         load_tokenizer(tok_dir),
         image_size=int(image_size or size),
         image_mean=image_mean or mean,

@@ -3,8 +3,10 @@
 :func:`resolve_text_model` turns ``encoder.text.model`` into a local folder without any
 network access (a folder on disk, or a repository already in the local Hugging Face
 cache) and fails at once, saying how to fix the config, for anything else.
-:func:`load_text_tower` loads the model with ``local_files_only=True`` and wraps it in a
-:class:`PretrainedTextTower` (CLS or masked-mean pooling, freezable by blocks).
+:func:`load_text_tower` builds the model from the folder's ``config.json`` and loads its
+weights through vlexp's safe loader (safetensors, or ``torch.load(weights_only=True)``;
+never transformers' own file reading), then wraps it in a :class:`PretrainedTextTower`
+(CLS or masked-mean pooling, freezable by blocks).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from torch import nn
 
 from vlexp.encoders.base import HFTextTower
 from vlexp.encoders.freezing import FreezableMixin, groups_from_blocks, largest_module_list
+from vlexp.encoders.weights import read_hf_folder_weights
+from vlexp.errors import MissingFileError, RefusedFileError
 from vlexp.notices import LoadCounts, loaded_weights
 
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -64,7 +68,7 @@ def resolve_text_model(
     path = Path(text).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{where}={text}: the folder has no config.json, so it is not a Hugging Face "
                 "model folder. Point it at a folder written by AutoModel.save_pretrained(dir)."
             )
@@ -78,28 +82,36 @@ def resolve_text_model(
             cached = None
         if cached is not None and (cached / "config.json").is_file():
             return cached
-    raise FileNotFoundError(_not_local_message(text, where))
+    raise MissingFileError(_not_local_message(text, where))
 
 
-def load_text_tower(folder: Path, pooling: str = "cls") -> PretrainedTextTower:
-    """Load the encoder in ``folder`` (``local_files_only``) and wrap it with ``pooling``.
+def load_text_tower(
+    folder: Path, pooling: str = "cls", where: str = "encoder.text.model"
+) -> PretrainedTextTower:
+    """Load the encoder in ``folder`` and wrap it with ``pooling``.
 
-    The model's own pooler (e.g. BERT's tanh [CLS] layer) is removed: vlexp pools the last
+    The architecture comes from ``config.json`` (no remote code); the weights are read by
+    :func:`vlexp.encoders.weights.read_hf_folder_weights` (tensors only) and handed to
+    transformers as a state dict, so transformers never opens a weights file. The
+    model's own pooler (e.g. BERT's tanh [CLS] layer) is removed: vlexp pools the last
     hidden states itself, and an unused trainable pooler would break DDP. For
     encoder-decoder models (T5, ...) only the encoder is kept.
     """
-    from transformers import AutoModel
+    from transformers import MODEL_MAPPING, AutoConfig
 
     try:
-        model, info = AutoModel.from_pretrained(
-            str(folder), local_files_only=True, output_loading_info=True
-        )
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        model_class = MODEL_MAPPING[type(config)]
     except Exception as err:
-        raise RuntimeError(
-            f"could not load a Hugging Face model from '{folder}' offline ({err}). The folder "
-            "must hold config.json and the weights (model.safetensors or pytorch_model.bin), "
-            "as written by AutoModel.save_pretrained(dir)."
-        ) from err
+        raise RefusedFileError(
+            f"{where}={folder}: its config.json does not describe a Hugging Face model "
+            f"transformers knows ({' '.join(str(err).split())[:200]}); give a folder written "
+            "by AutoModel.save_pretrained(dir)"
+        ) from None
+    state = read_hf_folder_weights(folder, where)
+    model, info = model_class.from_pretrained(
+        None, config=config, state_dict=state, output_loading_info=True
+    )
     missing = len(info.get("missing_keys") or ()) + len(info.get("mismatched_keys") or ())
     counts = LoadCounts(
         len(model.state_dict()) - missing, missing, len(info.get("unexpected_keys") or ())

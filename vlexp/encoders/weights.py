@@ -4,6 +4,8 @@
   the usual ``state_dict`` / ``model`` nesting and DDP's ``module.`` prefix.
 - :func:`weights_file`: the file a weights option names (a file, or a folder holding
   ``model.safetensors`` / ``open_clip_model.safetensors`` / ``pytorch_model.bin``).
+- :func:`read_hf_folder_weights`: the state dict of a Hugging Face model folder (one file
+  or shards), read through the same safe loader.
 - :func:`load_positional`: load tensors *by position* into a model whose parameter names
   differ from the file's but whose tensors come in the same order, after checking the
   count and every shape.
@@ -15,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlexp.errors import MissingFileError, RefusedFileError
 from vlexp.io import load_torch_file
 from vlexp.notices import LoadCounts, loaded_weights
 
@@ -43,7 +47,7 @@ def read_state_dict(path: str | os.PathLike, what: str = "weights") -> dict[str,
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{what} file '{path}' does not exist. vlexp never downloads weights: point the "
             "config at a local .safetensors/.pth/.bin file holding a state dict."
         )
@@ -58,7 +62,7 @@ def read_state_dict(path: str | os.PathLike, what: str = "weights") -> dict[str,
         or not state
         or not all(torch.is_tensor(v) for v in state.values())
     ):
-        raise ValueError(
+        raise RefusedFileError(
             f"{what} file '{path}' does not hold a state dict of tensors (optionally nested "
             f"under one of {list(_NESTING_KEYS)})."
         )
@@ -90,10 +94,51 @@ def weights_file(path: str | os.PathLike, where: str) -> Path | None:
     for name in WEIGHT_FILE_NAMES:
         if (path / name).is_file():
             return path / name
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"{where}={path}: the folder holds none of {list(WEIGHT_FILE_NAMES)}; pass the weights "
         "file itself"
     )
+
+
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+"""A Hugging Face model folder's weights, in order of preference; each may instead be
+sharded, listed by ``<name>.index.json``."""
+
+
+def read_hf_folder_weights(folder: str | os.PathLike, where: str) -> dict[str, torch.Tensor]:
+    """The tensors of the Hugging Face model saved in ``folder`` (``save_pretrained``).
+
+    Reads ``model.safetensors``, else ``pytorch_model.bin``, or the shards their
+    ``.index.json`` lists, each through :func:`vlexp.io.load_torch_file`, so a pickle
+    that is not plain tensors is refused before any of it runs.
+    """
+    folder = Path(folder)
+    for name in HF_WEIGHT_FILES:
+        if (folder / name).is_file():
+            return read_state_dict(folder / name, f"{where} weights")
+        index = folder / f"{name}.index.json"
+        if index.is_file():
+            return _read_shards(index, where)
+    raise MissingFileError(
+        f"{where}={folder}: the folder holds no weights ({' or '.join(HF_WEIGHT_FILES)}, or "
+        "their .index.json shards); save the model with save_pretrained(dir)"
+    )
+
+
+def _read_shards(index: Path, where: str) -> dict[str, torch.Tensor]:
+    """The tensors of every shard a Hugging Face ``*.index.json`` lists (``weight_map``)."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise RefusedFileError(
+            f"{where} weights index '{index}' is not a Hugging Face shard index ({err}); "
+            "save the model again with save_pretrained(dir)"
+        ) from None
+    state: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        state.update(read_state_dict(index.parent / shard, f"{where} weights"))
+    return state
 
 
 def load_positional(model: nn.Module, source: Mapping[str, torch.Tensor], what: str) -> None:

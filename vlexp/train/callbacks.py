@@ -118,7 +118,9 @@ class LastCheckpoint(L.Callback):
             return
         for logger in trainer.loggers:
             logger.save()
-        trainer.save_checkpoint(str(self.path))
+        # the whole state (optimizer, loops, callbacks): said explicitly, as Lightning
+        # otherwise logs that it defaulted to it
+        trainer.save_checkpoint(str(self.path), weights_only=False)
         self._saved_at = trainer.global_step
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import os
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,8 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from vlexp.config import ConfigError
-from vlexp.io import UnreadableFileError, load_torch_file
+from vlexp.errors import MissingFileError, RefusedFileError, UnreadableFileError
+from vlexp.io import load_torch_file
 from vlexp.notices import LoadCounts, loaded_weights
 
 HYPER_KEY = "hyper_parameters"  # Lightning's key; vlexp's module itself has no hparams
@@ -40,12 +40,13 @@ def resolve_checkpoint(pretrained: str | os.PathLike) -> Path:
         for name in ("best.ckpt", "last.ckpt"):
             if (p / "checkpoints" / name).is_file():
                 return p / "checkpoints" / name
-        raise FileNotFoundError(
-            f"run directory {p} has no checkpoints/best.ckpt or checkpoints/last.ckpt"
+        raise MissingFileError(
+            f"run directory '{p}' has no checkpoints/best.ckpt or checkpoints/last.ckpt; "
+            "give a .ckpt file or the directory of a run that wrote one"
         )
-    raise FileNotFoundError(
-        f"--pretrained {pretrained}: no such checkpoint file or run directory (give the .ckpt "
-        "written by python -m vlexp.run, or its run directory)"
+    raise MissingFileError(
+        f"checkpoint '{pretrained}' does not exist: no such file or run directory (give the "
+        ".ckpt written by vlexp train, or its run directory)"
     )
 
 
@@ -58,7 +59,7 @@ def run_config_path(ckpt: Path, config: str | os.PathLike | None = None) -> Path
         else ckpt.resolve().parent.parent / ".hydra" / "config.yaml"
     )
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no run config at {path}: pass the config of the run that wrote {ckpt} "
             "(its .hydra/config.yaml) as config=PATH, or its run directory as run_dir=PATH"
         )
@@ -115,27 +116,47 @@ def checkpoint_config(
     else the ``.hydra/config.yaml`` of the run directory holding it."""
     path = Path(ckpt)
     if config:
-        return OmegaConf.load(run_config_path(path, config))  # type: ignore[return-value]
+        return load_run_yaml(run_config_path(path, config))
     if run_dir:
         run_yaml = Path(run_dir).expanduser() / ".hydra" / "config.yaml"
-        return OmegaConf.load(run_config_path(path, run_yaml))  # type: ignore[return-value]
+        return load_run_yaml(run_config_path(path, run_yaml))
     embedded = stored_config(read_checkpoint(path) if blob is None else blob)
     if embedded is not None:
         return OmegaConf.create(embedded)
     sibling = path.resolve().parent.parent / ".hydra" / "config.yaml"
     if sibling.is_file():
-        return OmegaConf.load(sibling)  # type: ignore[return-value]
+        return load_run_yaml(sibling)
     raise ConfigError(
         f"checkpoint '{ckpt}' carries no run config and has no .hydra/config.yaml beside its "
         "run directory: pass run_dir=<the run directory> or config=<its .hydra/config.yaml>"
     )
 
 
+def load_run_yaml(path: Path) -> DictConfig:
+    """A run config YAML file; one that is not plain YAML (a ``!!python`` tag, a syntax
+    error) is a :class:`ConfigError` naming the file."""
+    import yaml
+
+    try:
+        cfg = OmegaConf.load(path)
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        problem = " ".join(str(err).split())[:300]
+        raise ConfigError(
+            f"run config '{path}' is not a plain YAML config ({problem}); give the "
+            ".hydra/config.yaml written by the run"
+        ) from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(
+            f"run config '{path}' is not a mapping of keys; give the run's config.yaml"
+        )
+    return cfg
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The whole checkpoint dict (tensors and plain values only, memory-mapped)."""
     blob = load_torch_file(path, "checkpoint", mmap=True)
     if not isinstance(blob, dict):
-        raise ValueError(f"checkpoint '{path}' is not a dict; give a .ckpt written by vlexp")
+        raise RefusedFileError(f"checkpoint '{path}' is not a dict; give a .ckpt written by vlexp")
     return blob
 
 
@@ -148,7 +169,7 @@ def model_weights(
     state = state.get("state_dict", state)
     weights = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     if not weights:
-        raise ValueError(
+        raise RefusedFileError(
             f"checkpoint '{ckpt}' holds no 'model.*' weights; give a .ckpt written by "
             "python -m vlexp.run"
         )
@@ -158,15 +179,11 @@ def model_weights(
 def checkpoint_step(path: str | Path) -> int:
     """``global_step`` stored in a checkpoint, read without running code from it.
 
-    Raises :class:`vlexp.io.UnreadableFileError` for a truncated or corrupt file (a
+    Raises :class:`vlexp.errors.UnreadableFileError` for a truncated or corrupt file (a
     0-byte or half-written ``last.ckpt``: torch's zip format keeps its index at the
-    end, so any truncation is caught); tensors are memory-mapped, not read.
+    end, so any truncation is caught) and :class:`vlexp.errors.UnsafeFileError` for a
+    pickle that is not plain tensors; tensors are memory-mapped, not read.
     """
-    if not zipfile.is_zipfile(path):  # torch.save's format; a torn write loses the index
-        raise UnreadableFileError(
-            f"checkpoint '{path}' is not a complete torch checkpoint (no zip index); it may "
-            "be truncated or corrupt"
-        )
     state = load_torch_file(path, "checkpoint", mmap=True)
     if not isinstance(state, dict) or "global_step" not in state:
         raise UnreadableFileError(f"checkpoint '{path}' holds no training state (global_step)")

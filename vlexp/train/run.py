@@ -240,7 +240,9 @@ def train(cfg: DictConfig) -> float | None:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    L.seed_everything(int(cfg.seed), workers=True)
+    # logged by vlexp (the run's log), not by Lightning on stderr, which stays for errors
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    log.info("seed: %d", int(cfg.seed))
     point = find_resume_point(cfg.get("resume"), run_dir)
     if env_rank() == 0:
         log_resume_point(point, cfg.get("resume"))  # which file and step, or a fresh start

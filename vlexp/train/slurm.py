@@ -12,7 +12,8 @@ training loop:
    (the sweep directory was resolved once at submission) and :func:`find_resume_point`
    picks the newest readable one of ``hpc_ckpt_*.ckpt``, ``checkpoints/last.ckpt`` and
    the periodic ``checkpoints/step-<N>.ckpt``
-   (``checkpoints/best.ckpt`` when none can be read), logging which file and step.
+   (``checkpoints/best.ckpt`` when none can be read), logging which file and step;
+   an unsafe newest file (a pickle that is not plain tensors) stops the run instead.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlexp.io import UnreadableFileError
+from vlexp.errors import MissingFileError, UnreadableFileError
 from vlexp.train.checkpoints import checkpoint_step
 from vlexp.train.periodic_checkpoints import periodic_checkpoints
 
@@ -105,7 +106,8 @@ def newest_good_checkpoint(run_dir: Path) -> ResumePoint:
     """The newest candidate (:func:`checkpoint_candidates`) that loads, with its step.
 
     Unreadable files (truncated by a crash, 0 bytes) are skipped and listed in
-    ``skipped``; a file that would run code when loaded is refused (raises).
+    ``skipped``; an unsafe file (a pickle that is not plain tensors, which a crash does
+    not produce) is refused: :class:`vlexp.errors.UnsafeFileError` ends the search.
     """
     point = ResumePoint(searched=str(run_dir))
     for path in checkpoint_candidates(run_dir):
@@ -141,7 +143,7 @@ def find_resume_point(resume: str | None, run_dir: Path) -> ResumePoint:
             return point
         path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"resume={resume!r}: no readable checkpoint at {path}. Pass a .ckpt file, a run "
             "directory holding checkpoints/last.ckpt, or resume=auto."
         )
