@@ -313,9 +313,28 @@ def _check_loop(cfg: DictConfig, errors: list[str]) -> None:
         errors,
         required=False,
     )
+    errors.extend(eval_errors(cfg))
+
+
+def eval_errors(cfg: DictConfig) -> list[str]:
+    """Problems of the ``eval`` section's retrieval options (checked by training and by
+    ``vlexp eval`` before any model or data is built)."""
+    from vlexp.eval.metrics.retrieval import TIE_RULES
+
+    e: list[str] = []
+    _check(cfg, "eval.chunk_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1", e, False)
     _check(
-        cfg, "eval.chunk_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1", errors, False
+        cfg, "eval.retrieval_ties", lambda v: v in TIE_RULES, f"one of {list(TIE_RULES)}", e, False
     )
+    _check(
+        cfg,
+        "eval.retrieval_identical_captions",
+        lambda v: isinstance(v, bool),
+        "true or false",
+        e,
+        False,
+    )
+    return e
 
 
 # ------------------------------------------------------------------ monitored metric

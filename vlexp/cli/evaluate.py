@@ -16,18 +16,26 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vlexp.cli import CONF_DIR
+from vlexp.config import ConfigError, eval_errors, exit_on_config_error
+
 log = logging.getLogger("vlexp")
 
 
 def run_config_for_eval(cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
-    """The run's config with the chosen eval preset (if any) and no training filter
-    (the training pairs are not needed to evaluate)."""
+    """The run's config with the chosen eval preset (if any; options a run of an older
+    version lacks take ``conf/eval/default.yaml``'s values) and no training filter (the
+    training pairs are not read to evaluate)."""
     run_cfg = OmegaConf.create(OmegaConf.to_container(run_cfg, resolve=False))
+    chosen = cfg.eval if cfg.get("eval") is not None else run_cfg.get("eval")
+    defaults = OmegaConf.load(Path(CONF_DIR) / "eval" / "default.yaml")
     with open_dict(run_cfg):
-        if cfg.get("eval") is not None:
-            run_cfg.eval = OmegaConf.to_container(cfg.eval, resolve=True)
+        run_cfg.eval = OmegaConf.to_container(OmegaConf.merge(defaults, chosen), resolve=True)
         run_cfg.filter = {"name": "none"}
         run_cfg.paths.output_dir = str(cfg.output_dir)
+    errors = eval_errors(run_cfg)
+    if errors:
+        raise ConfigError("Invalid configuration: " + "; ".join(e.strip() for e in errors))
     return run_cfg
 
 
@@ -39,6 +47,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from vlexp.cli.train import run_test, test_table
     from vlexp.objectives.base import Objective
     from vlexp.train.checkpoints import (
+        checkpoint_config,
         checkpoint_step,
         load_model_and_config,
         read_checkpoint,
@@ -46,19 +55,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         stored_choices,
     )
     from vlexp.train.datamodule import VLDataModule
-    from vlexp.train.module import VLModule
+    from vlexp.train.module import VLModule, eval_options
 
     ckpt = resolve_checkpoint(str(cfg.ckpt))
-    model, stored = load_model_and_config(ckpt, cfg.get("config"), cfg.get("run_dir"))
-    run_cfg = run_config_for_eval(cfg, stored)
+    config, run_dir = cfg.get("config"), cfg.get("run_dir")
+    run_cfg = run_config_for_eval(cfg, checkpoint_config(ckpt, config, run_dir))  # checked first
+    model, stored = load_model_and_config(ckpt, config, run_dir)
     torch.set_float32_matmul_precision("high")
     L.seed_everything(int(run_cfg.seed), workers=True)
-    module = VLModule(
-        model,
-        Objective(),
-        eval_ks=tuple(run_cfg.eval.ks),
-        eval_chunk_size=int(run_cfg.eval.chunk_size),
-    )
+    module = VLModule(model, Objective(), **eval_options(run_cfg.eval))
     datamodule = VLDataModule.for_model(
         run_cfg, model, extra_eval_sets=run_cfg.eval.get("extra_sets")
     )
@@ -97,5 +102,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Hydra task of ``vlexp eval``."""
-    return evaluate(cfg)
+    """Hydra task of ``vlexp eval``; a config error ends it in one line (exit code 2)."""
+    try:
+        return evaluate(cfg)
+    except ConfigError as exc:
+        exit_on_config_error(exc)

@@ -31,7 +31,7 @@ from vlexp.train.checkpoints import RunConfigInCheckpoint, checkpoint_step, read
 from vlexp.train.datamodule import VLDataModule
 from vlexp.train.loggers import build_loggers, finish_wandb
 from vlexp.train.model_opts import apply_model_opts
-from vlexp.train.module import VLModule
+from vlexp.train.module import VLModule, eval_options
 from vlexp.train.progress import EpochProgressBar
 from vlexp.train.report import metrics_rows, print_metrics_table, run_title
 from vlexp.train.slurm import env_rank, find_resume_point, log_resume_point, resume_checkpoint
@@ -99,8 +99,7 @@ def build_components(cfg: DictConfig) -> tuple[VLModule, VLDataModule]:
         min_lr_ratio=cfg.optim.min_lr_ratio,
         fused=cfg.optim.get("fused"),
         accum_freq=int(cfg.optim.get("accum_freq") or 1),
-        eval_ks=tuple(cfg.eval.ks),
-        eval_chunk_size=cfg.eval.chunk_size,
+        **eval_options(cfg.eval),
     )
     max_steps = int(cfg.trainer.max_steps)
     datamodule = VLDataModule.for_model(
