@@ -130,7 +130,9 @@ def test_eval_and_fewshot_on_every_source(kind, files, tmp_path, monkeypatch, no
     ckpt = _checkpoint(kind, files, tmp_path / "run")
     monkeypatch.setattr(sys, "argv", ["vlexp"])
     main(["eval", f"ckpt={ckpt}", f"hydra.run.dir={tmp_path / 'eval'}"])
-    test = json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"]
+    summary = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    test = summary["test"]
+    assert summary["retrieval_ties"] == "topk"  # the default convention, recorded
     name = "synthetic" if kind == "synthetic" else "heldout"
     for metric in ("i2t_R@1", "t2i_R@5", "zeroshot_top1"):
         assert 0.0 <= test[f"test/{name}/{metric}"] <= 1.0, metric
@@ -205,3 +207,24 @@ def test_eval_refuses_a_bad_retrieval_option_in_one_line(files, tmp_path, monkey
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "eval.retrieval_ties='random'" in err[-1]
     assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_eval_of_a_run_without_the_retrieval_options_uses_the_defaults(
+    files, tmp_path, monkeypatch
+):
+    """A checkpoint of an older version (its eval section lacks the retrieval options)."""
+    ckpt = _checkpoint("synthetic", files, tmp_path / "run")
+    blob = torch.load(ckpt, weights_only=True)
+    for key in ("retrieval_ties", "retrieval_identical_captions"):
+        del blob["hyper_parameters"]["config"]["eval"][key]
+    torch.save(blob, ckpt)
+    monkeypatch.setattr(sys, "argv", ["vlexp"])
+    main(["eval", f"ckpt={ckpt}", "eval=default", "eval.retrieval_ties=pessimistic",
+          f"hydra.run.dir={tmp_path / 'pess'}"])  # fmt: skip
+    main(["eval", f"ckpt={ckpt}", f"hydra.run.dir={tmp_path / 'old'}"])
+    old = json.loads((tmp_path / "old" / "metrics.json").read_text())
+    pess = json.loads((tmp_path / "pess" / "metrics.json").read_text())
+    assert old["retrieval_ties"] == "topk" and old["retrieval_identical_captions"] is False
+    assert pess["retrieval_ties"] == "pessimistic"
+    for key, value in pess["test"].items():  # a lower bound of the default's numbers
+        assert value <= old["test"][key] + 1e-9 if "_R@" in key else value == old["test"][key]

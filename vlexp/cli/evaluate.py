@@ -90,6 +90,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "encoder": run_cfg.encoder.name,
         "seed": int(run_cfg.seed),
         "global_step": checkpoint_step(ckpt),
+        "retrieval_ties": run_cfg.eval.retrieval_ties,
+        "retrieval_identical_captions": run_cfg.eval.retrieval_identical_captions,
         "test": test_metrics,
         "test_table": rows,
         "bad_samples": datamodule.bad_samples,
