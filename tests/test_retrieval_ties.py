@@ -174,3 +174,33 @@ def test_k_beyond_the_candidates_counts_them_all():
         )
         assert r["i2t_R@1"] == r["t2i_R@1"] == pytest.approx(1 / 3)  # the middle one hits
         assert r["i2t_R@10"] == r["t2i_R@10"] == 1.0
+
+
+def test_the_module_scores_eval_sets_with_the_configured_convention():
+    """``VLModule.evaluate_set`` passes ``eval.retrieval_ties`` and
+    ``eval.retrieval_identical_captions`` through (captions tied in pairs, as above)."""
+    import numpy as np
+
+    from tests.conftest import tiny_encoder
+    from vlexp.data.eval_set import EvalSet
+    from vlexp.encoders import ENCODERS
+    from vlexp.objectives.base import Objective
+    from vlexp.train.module import VLModule, eval_options
+
+    gen = torch.Generator().manual_seed(1)
+    unique = _exact_vectors(6, gen)
+    while len({tuple(v.tolist()) for v in unique}) < 6:
+        unique = _exact_vectors(6, gen)
+    image_emb = unique.repeat_interleave(2, 0)
+    captions = [f"text {i // 2}" for i in range(12)]
+    eval_set = EvalSet("pairs", list(range(12)), captions, np.arange(12))
+    model = ENCODERS.build(tiny_encoder(embed_dim=DIM))
+    got = {}
+    for ties, identical in (("pessimistic", False), ("optimistic", False), ("topk", True)):
+        options = {"ks": [1], "chunk_size": 5, "retrieval_ties": ties,
+                   "retrieval_identical_captions": identical}  # fmt: skip
+        module = VLModule(model, Objective(), **eval_options(options))
+        module.encode_captions = lambda caps: image_emb[[int(c.split()[1]) * 2 for c in caps]]
+        got[ties] = module.evaluate_set(eval_set, image_emb, torch.full((12,), -1))
+    assert got["pessimistic"] == {"i2t_R@1": 0.0, "t2i_R@1": 0.0}
+    assert got["optimistic"] == got["topk"] == {"i2t_R@1": 1.0, "t2i_R@1": 1.0}
