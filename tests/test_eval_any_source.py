@@ -120,7 +120,8 @@ def no_training_data(monkeypatch, files):
         real_synth(self, split, num_pairs, *args, **kwargs)
 
     monkeypatch.setattr(shard_index, "cached_index", index)
-    monkeypatch.setattr("vlexp.data.sources.common.cached_index", index)
+    for where in ("vlexp.data.sources.common", "vlexp.data.sources.wds_indexed"):
+        monkeypatch.setattr(f"{where}.cached_index", index)  # the names the sources call
     monkeypatch.setattr(csv_reader.CsvPairs, "__init__", table)
     monkeypatch.setattr(synthetic_dataset.SyntheticPairs, "__init__", synth)
 
