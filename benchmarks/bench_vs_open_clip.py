@@ -19,7 +19,7 @@
   torch's default).
 * open_clip runs its real CLI entry point in-process: ``open_clip_train.main.main(argv)``
   (offline: no pretrained weights, no reporting). vlexp runs ``VLModule`` /
-  ``VLDataModule`` under the trainer ``vlexp.cli.train.build_trainer`` makes (CSV logger,
+  ``VLDataModule`` under the trainer ``vlexp.train.run.build_trainer`` makes (CSV logger,
   checkpointing, progress bar).
 
 Each measurement runs in a fresh subprocess; vlexp and open_clip alternate for
@@ -138,10 +138,10 @@ def run_vlexp(args: argparse.Namespace, csv: Path, work: Path) -> dict[str, Any]
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from vlexp.cli.train import build_components, build_trainer
     from vlexp.data.readers.csv_reader import CsvPairs
     from vlexp.data.sources import DATASETS, DataSplits
     from vlexp.encoders.open_clip_tower import tiny_open_clip_config
+    from vlexp.train.run import build_components, build_trainer
 
     if "bench_csv" not in DATASETS.names():
 

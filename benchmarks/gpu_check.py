@@ -152,10 +152,10 @@ def _step_marks() -> list[tuple[float, float]]:
 
 
 def timed_run(overrides: list[str], run_dir: Path, skip: int, batch: int) -> dict[str, Any]:
-    """Train with ``vlexp.cli.train.train``; samples/s from the optimizer-step clock, last loss."""
+    """Train with ``vlexp.train.run.train``; samples/s from the optimizer-step clock, last loss."""
     import torch
 
-    from vlexp.cli.train import train
+    from vlexp.train.run import train
 
     marks = _step_marks()
     marks.clear()
@@ -334,7 +334,7 @@ def section_ddp(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import lightning as L
     import torch.distributed as dist
 
-    import vlexp.cli.train as run_mod
+    import vlexp.train.run as run_mod
 
     sz = sizes(args.device, args.quick)
     seen: dict[str, Any] = {}

@@ -245,7 +245,7 @@ def test_config_accepts_accum_freq_and_refuses_bad_values(tmp_path):
 def test_short_fit_with_accumulation_matches_the_full_batch_fit(tmp_path):
     """Three optimiser steps with accum_freq=4 log the same losses and end at the same
     weights as accum_freq=1 (Lightning's logging, clipping and LR schedule unchanged)."""
-    from vlexp.cli.train import train
+    from vlexp.train.run import train
 
     common = [
         "debug=tiny_run",

@@ -234,7 +234,7 @@ def test_stream_counts_are_the_same_for_any_number_of_workers(cut_shards, tmp_pa
 def test_training_run_reports_and_enforces_worker_counts(table600, tmp_path):
     import json
 
-    from vlexp.cli.train import train
+    from vlexp.train.run import train
 
     base = [
         "debug=tiny_run",

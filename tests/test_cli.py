@@ -98,7 +98,7 @@ def test_unknown_command_says_which_exist():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """A 12-step run on the synthetic data (its test metrics in metrics.json)."""
-    from vlexp.cli.train import train
+    from vlexp.train.run import train
 
     run = tmp_path_factory.mktemp("cli") / "run"
     cfg = compose_cfg(

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tests.conftest import compose_cfg
-from vlexp.cli.train import train
 from vlexp.objectives.concepts.teachers import SmallCNN, save_synthetic_teacher
+from vlexp.train.run import train
 
 
 @pytest.mark.slow

@@ -213,7 +213,7 @@ def test_two_processes_share_one_cache_entry(teacher_file, tmp_path):
 @pytest.mark.slow
 def test_short_fit_computes_targets_only_for_the_samples_it_used(teacher_file, tmp_path):
     from tests.conftest import compose_cfg
-    from vlexp.cli.train import build_components, train
+    from vlexp.train.run import build_components, train
 
     common = [
         "debug=tiny_run",

@@ -20,7 +20,7 @@ GROUPS = ["data", "encoder", "objective", "sampler", "filter", "trainer", "logge
 
 # presets with required values (``???``) and a value for each
 REQUIRED = {
-    "data=csv": ["data.source.path=pairs.csv"],
+    "data=csv": ["data.source.path={tmp}/pairs.csv"],
     "data=webdataset": ["data.source.urls=shards"],
     "data=wds_indexed": ["data.source.urls=shards"],
 }
@@ -34,7 +34,10 @@ def _options(group: str) -> list[str]:
     "group,option", [(g, o) for g in GROUPS + ["experiment", "debug"] for o in _options(g)]
 )
 def test_every_option_composes_and_validates(group, option, tmp_path):
-    given = REQUIRED.get(f"{group}={option}", [])  # the preset's ??? values
+    given = [v.format(tmp=tmp_path) for v in REQUIRED.get(f"{group}={option}", [])]
+    # a CSV table's header is read at validation: the preset's default columns
+    rows = [f"img{i}.png,caption {i}" for i in range(300)]
+    (tmp_path / "pairs.csv").write_text("\n".join(["filepath,caption", *rows]) + "\n")
     cfg = compose_cfg([f"{group}={option}", *given], output_dir=tmp_path)
     OmegaConf.resolve(cfg)
     validate_config(cfg)

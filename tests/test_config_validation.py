@@ -67,8 +67,12 @@ def _valid(overrides: list[str], tmp_path: Path) -> None:
         (["objective.name=bogus"], "objective.name=bogus", "hnnce"),
         (["eval.monitor=val/bogus"], "eval.monitor=val/bogus", "val/mean_R@1"),
         (["eval.monitor=val/synthetic/i2t_R@7"], "eval.monitor", "eval.ks"),
-        (["eval.retrieval_ties=random"], "eval.retrieval_ties='random'", "'pessimistic'"),
-        (["eval.retrieval_identical_captions=maybe"], "eval.retrieval_identical_captions", "true"),
+        (["eval.retrieval_ties=random"], "eval.retrieval_ties=random", "pessimistic"),
+        (
+            ["eval.retrieval_identical_captions=maybe"],
+            "eval.retrieval_identical_captions",
+            "true/false",
+        ),
         (["trainer.val_check_interval=0"], "trainer.val_check_interval=0", "integer >= 1"),
         (["trainer.val_check_interval=-5"], "trainer.val_check_interval=-5", "(0, 1]"),
         (["trainer.val_check_interval=1.5"], "trainer.val_check_interval", "(0, 1]"),
@@ -260,7 +264,7 @@ def test_every_registered_component_declares_or_derives_a_schema():
 
 # ------------------------------------------------------------------ before any work
 def test_validation_runs_before_anything_is_built(tmp_path, monkeypatch):
-    import vlexp.cli.train as train_cli
+    import vlexp.train.run as train_cli
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("built something before validating the config")
@@ -274,8 +278,9 @@ def test_validation_runs_before_anything_is_built(tmp_path, monkeypatch):
 
 def test_run_exits_2_with_one_line_on_stderr(tmp_path, monkeypatch, capsys):
     import vlexp.cli.train as train_cli
+    import vlexp.train.sweep
 
-    monkeypatch.setattr(train_cli, "is_multirun", lambda: False)
+    monkeypatch.setattr(vlexp.train.sweep, "is_multirun", lambda: False)
     cfg = compose_cfg(["trainer.val_check_interval=0"], output_dir=tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         train_cli.run(cfg)

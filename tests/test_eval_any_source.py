@@ -206,7 +206,7 @@ def test_eval_refuses_a_bad_retrieval_option_in_one_line(files, tmp_path, monkey
               f"hydra.run.dir={tmp_path / 'eval'}"])  # fmt: skip
     assert done.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: ") and "eval.retrieval_ties='random'" in err[-1]
+    assert err[-1].startswith("error: ") and "eval.retrieval_ties=random" in err[-1]
     assert not (tmp_path / "eval" / "metrics.json").exists()
 
 

@@ -234,17 +234,17 @@ def test_missing_eval_path_fails_at_setup(tmp_path):
 
 @pytest.mark.slow
 def test_train_with_extra_sets(folder, tmp_path, monkeypatch):
-    """Through vlexp.cli.train.train: a wrong path stops the run before fitting; a right one adds
+    """Through vlexp.train.run.train: a wrong path stops the run before fitting; a right one adds
     test/<set>/... metrics."""
-    import vlexp.cli.train
-    from vlexp.cli.train import train
+    import vlexp.train.run
+    from vlexp.train.run import train
 
     class Wired(VLDataModule):  # passes eval.extra_sets whether or not run.py does already
         def __init__(self, *args, **kwargs):
             kwargs.setdefault("extra_eval_sets", self.extra)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(vlexp.cli.train, "VLDataModule", Wired)
+    monkeypatch.setattr(vlexp.train.run, "VLDataModule", Wired)
     base = [
         "debug=tiny_run",
         "eval=imagenet_folder",

@@ -165,7 +165,7 @@ needs_cat = pytest.mark.skipif(not _cat_available(), reason="CAT needs spaCy and
 )
 def test_row_runs_with_debug_fast(row, teacher_file, tmp_path):
     """Each row trains one batch and evaluates (Lightning ``fast_dev_run``)."""
-    from vlexp.cli.train import train
+    from vlexp.train.run import train
 
     overrides = [
         *row_overrides(row, teacher_file),

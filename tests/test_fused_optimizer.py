@@ -39,7 +39,7 @@ class _Trainer:
 
 def test_auto_choice_is_fused_unless_told_otherwise(tmp_path):
     from tests.conftest import compose_cfg
-    from vlexp.cli.train import build_components
+    from vlexp.train.run import build_components
 
     module, _ = build_components(compose_cfg(["debug=fast"], output_dir=tmp_path))
     assert module.fused is None  # optim.fused: null by default = auto

@@ -96,7 +96,7 @@ def test_optuna_study_opens_one_wandb_run_per_trial(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_run_resumed_in_place_continues_its_wandb_run(tmp_path, monkeypatch):
-    from vlexp.cli.train import train
+    from vlexp.train.run import train
 
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_home"))
     common = [*TINY, "logger=wandb", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1"]

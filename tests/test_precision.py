@@ -306,7 +306,7 @@ def _check_run(run: Path, steps: int) -> dict:
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_every_precision_trains_evaluates_and_resumes(precision, teacher_file, tmp_path):
     """Every objective (one composite), the TOnICS sampler, eval, pictures and a resume."""
-    from vlexp.cli.train import train
+    from vlexp.train.run import train
 
     run = tmp_path / "run"
     extra = [f"trainer.precision={precision}", *_every_objective(teacher_file)]
@@ -329,7 +329,7 @@ def test_every_precision_trains_evaluates_and_resumes(precision, teacher_file, t
 @pytest.mark.parametrize("preset", ["gpu", "ddp", "multinode"])
 def test_gpu_presets_train_on_cpu(preset, teacher_file, tmp_path):
     """Each GPU preset as shipped (its precision, clipping, optimizer) on one CPU process."""
-    from vlexp.cli.train import train
+    from vlexp.train.run import train
 
     cfg = compose_cfg(
         _small(tmp_path / "run", 2, tmp_path / "cache")

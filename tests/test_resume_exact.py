@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-import vlexp.cli.train as run_mod
+import vlexp.train.run as run_mod
 from tests.conftest import compose_cfg
 from vlexp.data.pipeline import KeyedBatches, KeyedPairs, TrainTransform, augmentation_seed
 

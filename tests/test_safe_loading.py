@@ -132,7 +132,7 @@ def test_encoder_weights_are_refused(evil):
 
 
 def test_training_refuses_to_resume_from_it(evil, tmp_path):
-    import vlexp.cli.train as run_mod
+    import vlexp.train.run as run_mod
 
     cfg = compose_cfg(["debug=tiny_run", f"resume={evil.ckpt}"], output_dir=tmp_path / "out")
     _refused(evil, evil.ckpt, run_mod.train, cfg)
@@ -145,7 +145,7 @@ def test_training_refuses_to_resume_from_it(evil, tmp_path):
 @pytest.mark.slow
 def test_vlexp_checkpoints_load_safely_and_resume(tmp_path):
     """A real checkpoint holds only tensors and plain values, and resume=auto uses it."""
-    from vlexp.cli.train import train
+    from vlexp.train.run import train
 
     common = ["debug=tiny_run", "test_after_fit=false", "trainer.val_check_interval=2"]
     train(compose_cfg([*common, "trainer.max_steps=2"], output_dir=tmp_path))

@@ -21,7 +21,7 @@ import lightning as L
 import pytest
 import torch
 
-import vlexp.cli.train as run_mod
+import vlexp.train.run as run_mod
 from tests.conftest import compose_cfg
 
 COMMON = [

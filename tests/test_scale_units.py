@@ -22,13 +22,13 @@ from torch import nn
 
 from experiments.collect import collect, to_markdown
 from tests.conftest import CONF_DIR, compose_cfg
-from vlexp.cli.train import run_guarded
 from vlexp.config import ConfigError, validate_config
 from vlexp.encoders import ENCODERS
 from vlexp.encoders.base import TwoTower
 from vlexp.objectives.clip import ClipObjective
 from vlexp.objectives.distributed import gather_features
 from vlexp.train.model_opts import apply_model_opts, compile_towers, enable_grad_checkpointing
+from vlexp.train.run import run_guarded
 from vlexp.train.slurm import env_rank, latest_checkpoint, resume_checkpoint
 from vlexp.train.sweep import run_group
 from vlexp.train.viz import (

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vlexp.cli.train import train
+from vlexp.train.run import train
 from vlexp.train.sweep import record_failure
 
 TINY = [

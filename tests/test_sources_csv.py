@@ -81,17 +81,19 @@ def test_round_trip_same_pairs_tags_labels(exported, synth):
 
 
 def test_caps_auto_columns_and_synthetic_knobs(exported, synth):
-    cfg = _source_cfg(
-        [
-            f"data.source.path={exported}/train/pairs.csv",
-            f"data.source.val_path={exported}/val/pairs.csv",
-            "data.source.num_train=10",
-            "data.source.num_val=5",
-            "+data.source.num_test_compositional=64",
-            "data.source.tags_col=null",
-        ]
+    base = [
+        f"data.source.path={exported}/train/pairs.csv",
+        f"data.source.val_path={exported}/val/pairs.csv",
+        "data.source.num_train=10",
+        "data.source.num_val=5",
+        "data.source.tags_col=null",
+    ]
+    knob = DATASETS.config_errors(
+        _source_cfg([*base, "+data.source.num_test_compositional=64"]), "data.source"
     )
-    splits = DATASETS.build(cfg)  # the synthetic-only knob is ignored
+    assert knob and "data.source.num_test_compositional: unknown option" in knob[0]
+    cfg = _source_cfg(base)
+    splits = DATASETS.build(cfg)
     assert list(splits.train.captions) == list(synth["train"].captions)[:10]
     assert splits.train.tag_table is None
     assert len(splits.val[0].captions) == 5
@@ -180,7 +182,7 @@ def test_bad_rows_are_skipped_counted_and_reported(exported, tmp_path):
 
 @pytest.mark.slow
 def test_tiny_run_on_csv_completes(exported, tmp_path):
-    from vlexp.cli.train import train
+    from vlexp.train.run import train
 
     cfg = compose_cfg(
         [

@@ -288,7 +288,7 @@ def test_bad_sample_counts_reach_the_datamodule(tmp_path, synth):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["wds_indexed", "webdataset"])
 def test_tiny_run_on_shards_completes(kind, shards, tmp_path):
-    from vlexp.cli.train import train
+    from vlexp.train.run import train
 
     cfg = compose_cfg(
         [

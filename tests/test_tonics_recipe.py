@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import CONF_DIR, compose_cfg
-from vlexp.cli.train import train
+from vlexp.train.run import train
 
 
 def test_experiment_tonics_composes_the_recipe():

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from vlexp.cli.train import resolve_resume, train
+from vlexp.train.run import resolve_resume, train
 
 
 def test_fast_dev_run_default_config(make_cfg):
@@ -47,7 +47,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
     """
     import lightning as L
 
-    import vlexp.cli.train as run_mod
+    import vlexp.train.run as run_mod
     from tests.conftest import compose_cfg
 
     common = [

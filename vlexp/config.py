@@ -12,14 +12,13 @@ job an hour in.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
-PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true")
-ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+from vlexp import run_options
+from vlexp.registry import Opt, check_options
 
 
 class ConfigError(ValueError):
@@ -36,31 +35,8 @@ def _get(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.select(cfg, key, default=None)
 
 
-def _check(
-    cfg: DictConfig,
-    key: str,
-    ok: Callable[[Any], bool],
-    allowed: str,
-    errors: list[str],
-    required: bool = True,
-) -> None:
-    value = _get(cfg, key)
-    if value is None and not required:
-        return
-    try:
-        good = value is not None and ok(value)
-    except (TypeError, ValueError):
-        good = False
-    if not good:
-        errors.append(f"  {key}={value!r}: expected {allowed}")
-
-
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 # A required value (``???`` in its preset) may stay unset when its alternative is given.
@@ -96,107 +72,12 @@ def _check_required(cfg: DictConfig, errors: list[str]) -> None:
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` listing every invalid value found."""
+    """Raise :class:`ConfigError` listing every invalid value or unknown key found."""
     e: list[str] = []
     _check_required(cfg, e)
-    _check(cfg, "seed", _is_int, "an integer", e)
-    _check(cfg, "data.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1", e)
-    _check(
-        cfg, "data.eval_batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1", e, False
-    )
-    _check(cfg, "data.num_workers", lambda v: _is_int(v) and v >= 0, "an integer >= 0", e)
-    _check(cfg, "data.source.name", lambda v: isinstance(v, str) and v, "a data source name", e)
-    _check(cfg, "optim.lr", lambda v: _is_num(v) and 0 < v < 1, "a float in (0, 1)", e)
-    _check(cfg, "optim.weight_decay", lambda v: _is_num(v) and v >= 0, "a float >= 0", e)
-    _check(cfg, "optim.warmup_steps", lambda v: _is_int(v) and v >= 0, "an integer >= 0", e)
-    _check(
-        cfg,
-        "optim.fused",
-        lambda v: isinstance(v, bool),
-        "true, false or null (auto)",
-        e,
-        required=False,
-    )
-    _check(
-        cfg,
-        "optim.accum_freq",
-        lambda v: _is_int(v) and v >= 1,
-        "an integer >= 1 (micro-batches per step)",
-        e,
-        required=False,
-    )
-    _check(cfg, "optim.min_lr_ratio", lambda v: _is_num(v) and 0 <= v <= 1, "a float in [0, 1]", e)
-    _check(
-        cfg,
-        "optim.betas",
-        lambda v: len(v) == 2 and all(0 <= b < 1 for b in v),
-        "two floats in [0, 1)",
-        e,
-    )
-    _check(cfg, "encoder.name", lambda v: isinstance(v, str) and v, "an encoder name", e)
-    _check(cfg, "encoder.embed_dim", lambda v: _is_int(v) and v >= 1, "an integer >= 1", e, False)
-    _check(
-        cfg,
-        "encoder.init_temperature",
-        lambda v: _is_num(v) and 0 < v <= 1,
-        "a temperature in (0, 1]",
-        e,
-        False,
-    )
-    _check(
-        cfg, "encoder.max_logit_scale", lambda v: _is_num(v) and v >= 1, "a float >= 1", e, False
-    )
-    _check(cfg, "objective.name", lambda v: isinstance(v, str) and v, "an objective name", e)
-    _check(cfg, "sampler.name", lambda v: isinstance(v, str) and v, "a sampler name", e)
-    _check(cfg, "filter.name", lambda v: isinstance(v, str) and v, "a filter name", e)
-    _check(cfg, "trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {PRECISIONS}", e)
-    _check(cfg, "trainer.accelerator", lambda v: v in ACCELERATORS, f"one of {ACCELERATORS}", e)
-    _check(
-        cfg,
-        "trainer.devices",
-        lambda v: (
-            v == "auto"
-            or (_is_int(v) and (v >= 1 or v == -1))
-            or (OmegaConf.is_list(v) and len(v) > 0)
-        ),
-        "an integer >= 1, -1, 'auto' or a list of device ids",
-        e,
-    )
-    _check(cfg, "trainer.num_nodes", lambda v: _is_int(v) and v >= 1, "an integer >= 1", e, False)
-    _check(
-        cfg,
-        "trainer.max_steps",
-        lambda v: _is_int(v) and (v >= 1 or v == -1),
-        "an integer >= 1 (or -1 with max_epochs)",
-        e,
-    )
-    _check(
-        cfg,
-        "trainer.accumulate_grad_batches",
-        lambda v: _is_int(v) and v >= 1,
-        "an integer >= 1",
-        e,
-        False,
-    )
-    _check(
-        cfg,
-        "trainer.gradient_clip_val",
-        lambda v: _is_num(v) and v >= 0,
-        "a float >= 0 (0 disables clipping)",
-        e,
-        False,
-    )
-    _check(
-        cfg,
-        "eval.ks",
-        lambda v: len(v) > 0 and all(_is_int(k) and k >= 1 for k in v),
-        "a non-empty list of integers >= 1",
-        e,
-    )
-    _check(cfg, "eval.monitor_mode", lambda v: v in ("min", "max"), "'min' or 'max'", e)
-    _check(
-        cfg, "logger.name", lambda v: v in ("wandb", "csv", "none"), "'wandb', 'csv' or 'none'", e
-    )
+    _check_run_options(cfg, e)
+    _check_resume(cfg, e)
+    _check_progress(cfg, e)
     if _get(cfg, "trainer.max_steps") == -1 and (_get(cfg, "trainer.max_epochs") or -1) < 1:
         e.append("  trainer.max_steps=-1 needs trainer.max_epochs >= 1 (else training never ends)")
     acc = _get(cfg, "trainer.accumulate_grad_batches")
@@ -215,37 +96,112 @@ def validate_config(cfg: DictConfig) -> None:
             "  trainer.precision=64-true: Apple MPS has no float64; use 32-true on mps "
             "(or trainer.accelerator=cpu)"
         )
-    _check_objective_degeneracy(cfg, e)
     _check_components(cfg, e)
-    _check_loop(cfg, e)
     _check_monitor(cfg, e)
     _check_batch_fits(cfg, e)
     if e:
         raise ConfigError("Invalid configuration: " + "; ".join(line.strip() for line in e))
 
 
-def _check_objective_degeneracy(cfg: DictConfig, errors: list[str]) -> None:
-    """Refuse objective configs that are mathematically their baseline (see softalign)."""
-    obj = _get(cfg, "objective")
-    if not isinstance(obj, DictConfig):
-        return
-    entries = [("objective", obj)]
-    terms = obj.get("terms") if obj.get("name") == "composite" else None
-    if isinstance(terms, DictConfig):
-        entries += [
-            (f"objective.terms.{k}", t)
-            for k, t in terms.items()
-            if isinstance(t, DictConfig) and t.get("weight", 1.0) != 0
-        ]
-    for key, term in entries:
-        if term.get("name") != "softalign":
-            continue
-        from vlexp.objectives.softalign import config_errors
+# ------------------------------------------------------------------ the run's own groups
+def _check_run_options(cfg: DictConfig, errors: list[str]) -> None:
+    """The top level, optim, data, eval, model_opts, viz, paths, logger and trainer against
+    :mod:`vlexp.run_options`: types, ranges, choices and unknown keys."""
+    top = {k: v for k, v in _top_level(cfg, errors).items() if k not in run_options.COMPONENT_KEYS}
+    for key, value in top.items():
+        if key in run_options.TOP:
+            errors.extend(f"  {line}" for line in run_options.TOP[key].errors(value, key))
+        elif not str(key).startswith("_"):
+            accepted = sorted((*run_options.TOP, *run_options.COMPONENT_KEYS))
+            errors.append(
+                f"  {key}: unknown top-level key; a run config holds {', '.join(accepted)}"
+            )
+    data = _section(cfg, "data", errors)
+    if isinstance(data, dict):
+        errors.extend(
+            f"  {line}" for line in check_options(data, run_options.DATA, "data", ("source",))
+        )
+    logger = _section(cfg, "logger", errors)
+    if isinstance(logger, dict):
+        name = logger.get("name")
+        if name not in run_options.LOGGER_OPTIONS:
+            errors.append(f"  logger.name={name}: expected one of {', '.join(run_options.LOGGERS)}")
+        else:
+            own = run_options.LOGGER_OPTIONS[name]
+            errors.extend(f"  {line}" for line in check_options(logger, own, "logger", ("name",)))
+    trainer = _section(cfg, "trainer", errors)
+    if isinstance(trainer, dict):
+        _check_trainer(trainer, errors)
+    extra = _get(cfg, "eval.extra_sets")
+    if OmegaConf.is_dict(extra):
+        _check_extra_sets(_section(cfg, "eval.extra_sets", errors) or {}, errors)
 
-        opts = OmegaConf.to_container(term, resolve=True)
-        encoder = _get(cfg, "encoder")
-        enc = OmegaConf.to_container(encoder, resolve=True) if encoder is not None else None
-        errors.extend(f"  {key}: {reason}" for reason in config_errors(opts, enc))
+
+def _check_resume(cfg: DictConfig, errors: list[str]) -> None:
+    resume = _get(cfg, "resume")
+    if isinstance(resume, str) and resume != "auto" and not Path(resume).expanduser().exists():
+        errors.append(
+            f"  resume={resume}: no such checkpoint or run directory; give a .ckpt file, a run "
+            "directory, auto (this run dir's newest checkpoint) or null (a fresh run)"
+        )
+
+
+def _check_progress(cfg: DictConfig, errors: list[str]) -> None:
+    block = _get(cfg, "progress")
+    if OmegaConf.is_dict(block) and block.get("lines") != "never":
+        if block.get("every_steps") == 0 == block.get("every_s"):
+            errors.append(
+                "  progress.every_steps=0 and progress.every_s=0: no line would ever be written; "
+                "set one of them > 0, or progress.lines=never"
+            )
+
+
+def _top_level(cfg: DictConfig, errors: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in cfg:
+        if key in run_options.COMPONENT_KEYS or key == "hydra":
+            continue
+        if key == "paths":  # may name Hydra's run dir, unresolvable outside a Hydra app
+            out[str(key)] = OmegaConf.to_container(cfg.paths, resolve=False)
+            continue
+        out[str(key)] = _section(cfg, str(key), errors)
+    return out
+
+
+def _check_trainer(trainer: dict[str, Any], errors: list[str]) -> None:
+    for key in trainer:
+        if key in run_options.TRAINER_SET_BY_VLEXP:
+            errors.append(
+                f"  trainer.{key}: set by vlexp itself, not a config key (callbacks and loggers "
+                "are chosen with logger=... and the other groups)"
+            )
+    known = run_options.trainer_schema()
+    schema = {k: v for k, v in known.items() if k in trainer or k in run_options.TRAINER_CHECKED}
+    clean = {k: v for k, v in trainer.items() if k not in run_options.TRAINER_SET_BY_VLEXP}
+    for line in check_options(clean, schema, "trainer"):
+        if "unknown option" in line:
+            key = line.split(":", 1)[0]
+            line = f"{key}: not an argument of lightning.Trainer (see `vlexp train --help`)"
+        errors.append(f"  {line}")
+
+
+def _check_extra_sets(extra: dict[str, Any], errors: list[str]) -> None:
+    from vlexp.eval.extra_sets import EVAL_SETS
+
+    stages = Opt(
+        (str, list),
+        test=lambda v: set([v] if isinstance(v, str) else v) <= {"val", "test"},
+        doc="val, test or a list of them",
+    )
+    for name, spec in extra.items():
+        key = f"eval.extra_sets.{name}"
+        if not isinstance(spec, dict):
+            errors.append(f"  {key}: expected a mapping with a `name` (an eval set preset)")
+            continue
+        errors.extend(
+            f"  {line}" for line in stages.errors(spec.get("stages", "test"), f"{key}.stages")
+        )
+        errors.extend(f"  {line}" for line in EVAL_SETS.config_errors(spec, key, extra=("stages",)))
 
 
 # ------------------------------------------------------------------ component schemas
@@ -279,74 +235,32 @@ def _section(cfg: DictConfig, key: str, errors: list[str]) -> Any:
 
 
 def _check_components(cfg: DictConfig, errors: list[str]) -> None:
-    """Each selected component's section against its registered schema."""
+    """Each selected component's section against its registered schema and its own
+    ``checks`` hook, which sees the rest of the run (``context``)."""
+    context = {
+        "encoder": _section(cfg, "encoder", []),
+        "trainer": _section(cfg, "trainer", []),
+        "filter": _section(cfg, "filter", []),
+        "world_size": _world_size(cfg),
+    }
     for key, registry in _registries():
         section = _section(cfg, key, errors)
         if isinstance(section, dict | str):
-            errors.extend(f"  {line}" for line in registry.config_errors(section, key))
-
-
-# ------------------------------------------------------------------ training loop
-def _check_loop(cfg: DictConfig, errors: list[str]) -> None:
-    """Validation cadence and crop range (each fails late, mid-training, otherwise)."""
-    _check(
-        cfg,
-        "trainer.val_check_interval",
-        lambda v: (_is_int(v) and v >= 1) or (isinstance(v, float) and 0 < v <= 1),
-        "an integer >= 1 (steps) or a float in (0, 1] (share of an epoch), or null",
-        errors,
-        required=False,
-    )
-    _check(
-        cfg,
-        "trainer.check_val_every_n_epoch",
-        lambda v: _is_int(v) and v >= 1,
-        "an integer >= 1 or null",
-        errors,
-        required=False,
-    )
-    _check(
-        cfg,
-        "data.train_crop_scale",
-        lambda v: len(v) == 2 and all(_is_num(x) for x in v) and 0 < v[0] <= v[1] <= 1,
-        "[lo, hi] with 0 < lo <= hi <= 1 (area share of the random crop), or null",
-        errors,
-        required=False,
-    )
-    errors.extend(eval_errors(cfg))
-
-
-def eval_errors(cfg: DictConfig) -> list[str]:
-    """Problems of the ``eval`` section's retrieval options (checked by training and by
-    ``vlexp eval`` before any model or data is built)."""
-    from vlexp.eval.metrics.retrieval import TIE_RULES
-
-    e: list[str] = []
-    _check(cfg, "eval.chunk_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1", e, False)
-    _check(
-        cfg, "eval.retrieval_ties", lambda v: v in TIE_RULES, f"one of {list(TIE_RULES)}", e, False
-    )
-    _check(
-        cfg,
-        "eval.retrieval_identical_captions",
-        lambda v: isinstance(v, bool),
-        "true or false",
-        e,
-        False,
-    )
-    return e
+            lines = registry.config_errors(section, key, context=context)
+            errors.extend(f"  {line}" for line in lines)
 
 
 # ------------------------------------------------------------------ monitored metric
 def val_set_names(cfg: DictConfig) -> list[str]:
     """Names of the sets evaluated at validation: the source's own and ``eval.extra_sets``
     whose ``stages`` include ``val``."""
-    source = _get(cfg, "data.source.name")
-    names = (
-        ["synthetic"]
-        if source == "synthetic"
-        else [_get(cfg, "data.source.eval_name") or "heldout"]
-    )
+    from vlexp.data.sources import DATASETS
+
+    source = _get(cfg, "data.source")
+    name = source.get("name") if OmegaConf.is_dict(source) else None
+    eval_names = DATASETS.hook(name, "eval_names")
+    options = {**DATASETS.defaults(name), **source} if eval_names is not None else {}
+    names = list(eval_names(options)) if eval_names is not None else []
     extra = _get(cfg, "eval.extra_sets")
     if OmegaConf.is_dict(extra):
         for name, spec in extra.items():
@@ -395,32 +309,19 @@ def _world_size(cfg: DictConfig) -> int:
 def known_train_size(cfg: DictConfig) -> int | None:
     """Training pairs when cheap to know before reading data: the synthetic split's size,
     or a CSV/TSV table's row count (an upper bound: files may be missing); else None."""
+    from vlexp.data.sources import DATASETS
+
     source = _get(cfg, "data.source")
     if not OmegaConf.is_dict(source):
         return None
-    cap = source.get("num_train")
-    cap = cap if _is_int(cap) and cap >= 1 else None
-    if source.get("name") == "synthetic":
-        return cap
-    if source.get("name") == "csv":
-        rows = _table_rows(source.get("path"))
-        return rows if cap is None or rows is None else min(cap, rows)
-    return None
-
-
-def _table_rows(path: Any) -> int | None:
-    """Data rows of a ``.csv``/``.tsv`` file (line count minus the header); None otherwise."""
-    if not isinstance(path, str) or Path(path).suffix.lower() not in (".csv", ".tsv"):
+    train_size = DATASETS.hook(source.get("name"), "train_size")
+    if train_size is None:
         return None
     try:
-        with open(Path(path).expanduser(), "rb") as f:
-            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-            f.seek(max(f.tell() - 1, 0))
-            last = f.read(1)
-    except OSError:
-        return None  # the source reports a missing table itself
-    lines += 1 if last not in (b"\n", b"") else 0  # a last row without a newline
-    return max(lines - 1, 0)
+        options = OmegaConf.to_container(source, resolve=True)
+    except Exception:
+        return None
+    return train_size({**DATASETS.defaults(str(source.get("name"))), **options})
 
 
 def _check_batch_fits(cfg: DictConfig, errors: list[str]) -> None:

@@ -73,8 +73,9 @@ class Opt:
                 text += f" in {left}{lo}, {hi}{right}"
         return text + (" or null" if self.nullable else "")
 
-    def errors(self, value: Any, key: str) -> list[str]:
-        """Error lines for ``value`` at the dotted ``key`` (empty when valid)."""
+    def errors(self, value: Any, key: str, context: Mapping[str, Any] | None = None) -> list[str]:
+        """Error lines for ``value`` at the dotted ``key`` (empty when valid); ``context``
+        reaches nested components' ``checks`` hooks."""
         if value is None:
             return [] if self.nullable else [f"{key}=null: expected {self.allowed()}"]
         if isinstance(value, str) and value == "???":
@@ -82,16 +83,16 @@ class Opt:
         if self.registry is not None and isinstance(value, str | Mapping):
             own = self.fields or {}
             out = check_options({k: value[k] for k in own if k in value}, own, key)
-            return out + self.registry.config_errors(value, key, extra=tuple(own))
+            return out + self.registry.config_errors(value, key, tuple(own), context)
         if not self._fits(value):
             return [f"{key}={_word(value)}: expected {self.allowed()}"]
         out: list[str] = []
         if self.fields is not None and isinstance(value, Mapping):
-            out += check_options(value, self.fields, key)
+            out += check_options(value, self.fields, key, context=context)
         if self.each is not None:
             items = value.items() if isinstance(value, Mapping) else enumerate(value)
             for k, v in items:
-                out += self.each.errors(v, f"{key}.{k}")
+                out += self.each.errors(v, f"{key}.{k}", context)
         return out
 
     def _fits(self, value: Any) -> bool:
@@ -137,14 +138,18 @@ def _word(value: Any) -> str:
 
 
 def check_options(
-    options: Mapping[str, Any], schema: Mapping[str, Opt], prefix: str, extra: tuple[str, ...] = ()
+    options: Mapping[str, Any],
+    schema: Mapping[str, Opt],
+    prefix: str,
+    extra: tuple[str, ...] = (),
+    context: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Error lines for ``options`` against ``schema`` (unknown keys included)."""
     out: list[str] = []
     for key, value in options.items():
         full = f"{prefix}.{key}"
         if key in schema:
-            out += schema[key].errors(value, full)
+            out += schema[key].errors(value, full, context)
         elif key not in extra and not str(key).startswith("_"):
             accepted = ", ".join(sorted(schema)) or "no options besides name"
             out.append(f"{full}: unknown option; {prefix} accepts {accepted}")
@@ -164,13 +169,21 @@ class Registry(Generic[T]):
         self.preset_group = preset_group
         self._entries: dict[str, Callable[..., T]] = {}
         self._schemas: dict[str, dict[str, Opt]] = {}
+        self._hooks: dict[str, dict[str, Callable[..., Any]]] = {}
 
     def register(
-        self, name: str, schema: Mapping[str, Opt] | None = None
+        self,
+        name: str,
+        schema: Mapping[str, Opt] | None = None,
+        hooks: Mapping[str, Callable[..., Any]] | None = None,
     ) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator registering ``factory`` under ``name``, with its options' schema.
 
         Without a schema only unknown keys are checked (from the factory's signature).
+        ``hooks`` carry what the component knows about itself before it is built, read by
+        the validator without naming the component: ``checks(options, context)`` returns
+        cross-key error reasons (``options`` completed with the factory's defaults); data
+        sources add ``train_size(options)`` and ``eval_names(options)``.
         """
 
         def deco(factory: Callable[..., T]) -> Callable[..., T]:
@@ -179,21 +192,40 @@ class Registry(Generic[T]):
             self._entries[name] = factory
             if schema is not None:
                 self._schemas[name] = dict(schema)
+            if hooks:
+                self._hooks[name] = dict(hooks)
             return factory
 
         return deco
+
+    def hook(self, name: Any, key: str) -> Callable[..., Any] | None:
+        """The ``key`` hook ``name`` registered (None when it has none or is unknown)."""
+        return self._hooks.get(name, {}).get(key) if isinstance(name, str) else None
+
+    def defaults(self, name: str) -> dict[str, Any]:
+        """The factory's keyword defaults (what an option left out of a config takes)."""
+        try:
+            params = inspect.signature(self._entries[name]).parameters
+        except (KeyError, TypeError, ValueError):
+            return {}
+        return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
 
     def schema(self, name: str) -> dict[str, Opt] | None:
         """The declared option schema of ``name`` (None when it declared none)."""
         return self._schemas.get(name)
 
     def config_errors(
-        self, cfg: Mapping[str, Any] | str, prefix: str | None = None, extra: tuple[str, ...] = ()
+        self,
+        cfg: Mapping[str, Any] | str,
+        prefix: str | None = None,
+        extra: tuple[str, ...] = (),
+        context: Mapping[str, Any] | None = None,
     ) -> list[str]:
         """One line per invalid or unknown option of a component config, naming the full key.
 
         ``prefix`` is the config key of the section (default: the registry's config group);
-        ``extra`` names keys a caller handles itself (e.g. a composite term's ``weight``).
+        ``extra`` names keys a caller handles itself (e.g. a composite term's ``weight``);
+        ``context`` is handed to the component's ``checks`` hook (e.g. the encoder config).
         """
         prefix = prefix or self.config_group
         if isinstance(cfg, str):
@@ -209,7 +241,11 @@ class Registry(Generic[T]):
                 return []
             schema = {p: Opt(nullable=True) for p in params}
         extra = extra + tuple(_explicit_params(self._entries[name]) or ())
-        errors = check_options(options, schema, prefix, extra)
+        errors = check_options(options, schema, prefix, extra, context)
+        checks = self.hook(name, "checks")
+        if not errors and checks is not None:
+            full = {**self.defaults(name), **options}
+            errors = [f"{prefix}.{reason}" for reason in checks(full, context or {})]
         if self.preset_group and any("unknown option" in e for e in errors):
             errors.append(
                 f"{prefix}: to switch to another {self.kind}, pick its preset, which brings "

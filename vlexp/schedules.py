@@ -176,7 +176,15 @@ def _probability_ramp(kind: str, p_max: float, start: float, end: float, p_min: 
     return Ramp(kind, high=float(p_max), start=float(start), end=float(end), low=float(p_min))
 
 
-@SCHEDULES.register("linear", schema=_RAMP_SCHEMA)
+def _window_checks(options: dict, context: dict) -> list[str]:
+    """An inverted window (``start`` after ``end``) would jump instead of ramping."""
+    start, end = options.get("start"), options.get("end")
+    if isinstance(start, int | float) and isinstance(end, int | float) and start > end:
+        return [f"start={start} is after end={end}: the ramp runs from start to end; swap them"]
+    return []
+
+
+@SCHEDULES.register("linear", schema=_RAMP_SCHEMA, hooks={"checks": _window_checks})
 def linear_schedule(
     p_max: float = 1.0, start: float = 0.0, end: float = 0.8, p_min: float = 0.0
 ) -> Ramp:
@@ -185,7 +193,7 @@ def linear_schedule(
     return _probability_ramp("linear", p_max, start, end, p_min)
 
 
-@SCHEDULES.register("cosine", schema=_RAMP_SCHEMA)
+@SCHEDULES.register("cosine", schema=_RAMP_SCHEMA, hooks={"checks": _window_checks})
 def cosine_schedule(
     p_max: float = 1.0, start: float = 0.0, end: float = 0.8, p_min: float = 0.0
 ) -> Ramp:

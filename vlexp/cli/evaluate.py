@@ -9,15 +9,15 @@ checkpoint and its run config are read by :mod:`vlexp.train.checkpoints`.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vlexp import run_options
 from vlexp.cli import CONF_DIR
-from vlexp.config import ConfigError, eval_errors, exit_on_config_error
+from vlexp.config import ConfigError, exit_on_config_error
 
 log = logging.getLogger("vlexp")
 
@@ -33,7 +33,7 @@ def run_config_for_eval(cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
         run_cfg.eval = OmegaConf.to_container(OmegaConf.merge(defaults, chosen), resolve=True)
         run_cfg.filter = {"name": "none"}
         run_cfg.paths.output_dir = str(cfg.output_dir)
-    errors = eval_errors(run_cfg)
+    errors = run_options.TOP["eval"].errors(OmegaConf.to_container(run_cfg.eval), "eval")
     if errors:
         raise ConfigError("Invalid configuration: " + "; ".join(e.strip() for e in errors))
     return run_cfg
@@ -44,7 +44,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
     import torch
 
-    from vlexp.cli.train import run_test, test_table
     from vlexp.objectives.base import Objective
     from vlexp.train.checkpoints import (
         checkpoint_config,
@@ -56,6 +55,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     from vlexp.train.datamodule import VLDataModule
     from vlexp.train.module import VLModule, eval_options
+    from vlexp.train.run import run_test, test_table, write_metrics
 
     ckpt = resolve_checkpoint(str(cfg.ckpt))
     config, run_dir = cfg.get("config"), cfg.get("run_dir")
@@ -96,10 +96,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "test_table": rows,
         "bad_samples": datamodule.bad_samples,
     }
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-    log.info("wrote %s", out / "metrics.json")
+    write_metrics(Path(cfg.output_dir), summary)
     return summary
 
 

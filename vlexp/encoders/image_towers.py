@@ -24,6 +24,7 @@ from torch import nn
 
 from vlexp.encoders.freezing import FreezableMixin, groups_from_blocks, largest_module_list
 from vlexp.encoders.weights import read_state_dict, weights_file
+from vlexp.notices import LoadCounts, loaded_weights
 
 OPEN_CLIP_PREFIX = "open_clip:"
 RANDOM_INIT = "random"
@@ -265,7 +266,12 @@ def build_timm_tower(
             f"(with {kwargs or 'default options'}): {str(err)[:1500]}\nSave the weights from the "
             f"same architecture: torch.save(timm.create_model('{spec.arch}', ...).state_dict(), path)."
         ) from err
+    # timm loads strictly (after its own key filter): every model tensor came from the file
+    counts = LoadCounts(len(model.state_dict()), 0, 0)
     model.reset_classifier(0)
+    head = counts.matched - len(model.state_dict())
+    dropped = f"its {n_cls}-class classifier ({head} tensors) dropped" if head else ""
+    loaded_weights(spec.weights, f"{where} (timm {spec.arch})", counts, dropped)
     return TimmImageTower(model)
 
 
@@ -283,6 +289,7 @@ def build_open_clip_tower(spec: ImageModelSpec, where: str = "encoder.image") ->
     )
     if spec.weights is not None:
         state = read_state_dict(spec.weights, f"{where}.weights")
+        in_file = len(state)
         if any(k.startswith("visual.") for k in state):
             state = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
         try:
@@ -293,6 +300,10 @@ def build_open_clip_tower(spec: ImageModelSpec, where: str = "encoder.image") ->
                 f"{str(err)[:1500]}\nSave the weights of the same architecture with "
                 "torch.save(model.state_dict(), path) (a whole CLIP model or its .visual)."
             ) from err
+        # strict: every tensor of the tower loaded; the rest of a whole CLIP file is unused
+        counts = LoadCounts(len(state), 0, in_file - len(state))
+        unused = "the file's tensors outside visual. are not loaded" if counts.unexpected else ""
+        loaded_weights(spec.weights, f"{where} (open_clip {spec.arch} image tower)", counts, unused)
     return OpenClipImageTower(visual)
 
 

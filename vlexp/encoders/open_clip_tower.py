@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from vlexp.encoders.base import ENCODERS, TwoTower
+from vlexp.notices import LoadCounts, loaded_weights
 
 log = logging.getLogger("vlexp")
 
@@ -261,6 +262,7 @@ def load_open_clip_checkpoint(clip: nn.Module, path: Path, where: str = "encoder
     try:
         resize_pos_embed(state, clip)
         resize_text_pos_embed(state, clip)
+        counts = LoadCounts.of(clip.state_dict(), state)
         clip.load_state_dict(state, strict=True)
     except (RuntimeError, AssertionError) as err:  # open_clip asserts on a width change
         first = " ".join(str(err).split())[:300]
@@ -268,6 +270,7 @@ def load_open_clip_checkpoint(clip: nn.Module, path: Path, where: str = "encoder
             f"{where}.pretrained={path} does not fit this open_clip model ({first}); pass the "
             f"checkpoint of the architecture named by {where}.model"
         ) from err
+    loaded_weights(path, f"{where} (open_clip CLIP model)", counts)
 
 
 def _as_linear(proj: torch.Tensor) -> nn.Linear:

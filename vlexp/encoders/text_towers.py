@@ -17,6 +17,7 @@ from torch import nn
 
 from vlexp.encoders.base import HFTextTower
 from vlexp.encoders.freezing import FreezableMixin, groups_from_blocks, largest_module_list
+from vlexp.notices import LoadCounts, loaded_weights
 
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
@@ -90,13 +91,20 @@ def load_text_tower(folder: Path, pooling: str = "cls") -> PretrainedTextTower:
     from transformers import AutoModel
 
     try:
-        model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+        model, info = AutoModel.from_pretrained(
+            str(folder), local_files_only=True, output_loading_info=True
+        )
     except Exception as err:
         raise RuntimeError(
             f"could not load a Hugging Face model from '{folder}' offline ({err}). The folder "
             "must hold config.json and the weights (model.safetensors or pytorch_model.bin), "
             "as written by AutoModel.save_pretrained(dir)."
         ) from err
+    missing = len(info.get("missing_keys") or ()) + len(info.get("mismatched_keys") or ())
+    counts = LoadCounts(
+        len(model.state_dict()) - missing, missing, len(info.get("unexpected_keys") or ())
+    )
+    loaded_weights(folder, f"text tower ({type(model).__name__})", counts)
     if getattr(model.config, "is_encoder_decoder", False):
         model = model.get_encoder()
     if isinstance(getattr(model, "pooler", None), nn.Module):

@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlexp.io import file_lock, write_atomic, write_json_atomic
+from vlexp.notices import switched_on
 
 log = logging.getLogger("vlexp")
 
@@ -500,8 +501,9 @@ def build_trunk_cache(
             if isinstance(split, WholeSplit)
             else f"{split.frozen_blocks} frozen blocks"
         )
-        log.info(
-            "trunk cache: %s tower, %s, cached per sample %s in %s", side, what, shape, store.folder
+        switched_on(
+            "trunk cache",
+            f"{side} tower, {what}, cached per sample {shape} in {store.folder}",
         )
     if sides["image"] is None and sides["text"] is None:
         return None

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from vlexp.io import load_torch_file
+from vlexp.notices import LoadCounts, loaded_weights
 
 LITE0_NUM_TENSORS = 296
 """Tensors in the packaged EfficientNet-Lite0 file (and in timm's 1000-class state dict)."""
@@ -157,10 +158,13 @@ def load_efficientnet_lite0(
     model = timm.create_model(
         "efficientnet_lite0", pretrained=False, num_classes=1000, **timm_kwargs
     )
+    how = ""
     if set(state) == set(model.state_dict()):
         model.load_state_dict(state, strict=True)
     else:
         load_positional(model, state, f"EfficientNet-Lite0 weights '{path}'")
+        how = "by position: other names, same order and shapes"
+    loaded_weights(path, "EfficientNet-Lite0", LoadCounts(len(state), 0, 0), how)
     if num_classes == 0:
         model.reset_classifier(0)
     return model.eval()

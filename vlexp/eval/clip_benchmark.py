@@ -129,9 +129,3 @@ def ensure_compat() -> bool:
         zc.accuracy = _topk_accuracy
         return True
     return False
-
-
-if __name__ == "__main__":  # the command moved to vlexp.cli
-    raise SystemExit(
-        "this module is a library; the command is `vlexp clip_benchmark` (or `python -m vlexp.cli.clip_benchmark`)"
-    )

@@ -613,9 +613,3 @@ def plot_fewshot_curve(result: dict[str, Any], path: str | Path, title: str = ""
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
-
-
-if __name__ == "__main__":  # the command moved to vlexp.cli
-    raise SystemExit(
-        "this module is a library; the command is `vlexp fewshot` (or `python -m vlexp.cli.fewshot`)"
-    )

@@ -143,6 +143,14 @@ def config_errors(cfg: Mapping[str, Any], encoder: Mapping[str, Any] | None) -> 
         return []  # malformed values: the constructor names them
     if reason:
         return [reason]
+    try:
+        if float(opts["ramp_start"]) > float(opts["ramp_end"]):
+            return [
+                f"ramp_start={opts['ramp_start']} is after ramp_end={opts['ramp_end']}: the "
+                "weight would never ramp; set ramp_start <= ramp_end"
+            ]
+    except (TypeError, ValueError):
+        return []
     enc = dict(encoder or {})
     frozen_tau = enc.get("init_temperature") if enc.get("learn_temperature") is False else None
     if teacher == "self" and not use_scale and frozen_tau is not None:
@@ -242,6 +250,7 @@ def target_entropy(targets: torch.Tensor) -> torch.Tensor:
         "ema_encoder": Opt(dict, nullable=True),
         "seed": Opt(int, nullable=True),
     },
+    hooks={"checks": lambda opts, ctx: config_errors(opts, ctx.get("encoder"))},
 )
 class SoftAlignObjective(Objective):
     """Symmetric cross-entropy against partly soft, self-distilled targets.

@@ -28,6 +28,7 @@ import numpy as np
 
 from vlexp.data.tags import CaptionTagger, TagCoverage, load_tag_file
 from vlexp.data.types import Subset, TagTable
+from vlexp.notices import loaded
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,14 @@ def caption_tags(
         if indices is not None:
             table = table.subset(indices)
         detail = {"path": str(opts.path), "ontology": header.get("ontology")}
-        return table, TagCoverage.of(table, table.num_pairs, "file", **detail)
+        report = TagCoverage.of(table, table.num_pairs, "file", **detail)
+        loaded(
+            "tag file",
+            opts.path,
+            f"{table.num_pairs} pairs, {100 * report.coverage:.1f}% tagged, "
+            f"{len(table.class_names)} classes (ontology {header.get('ontology')})",
+        )
+        return table, report
     captions = source.captions if indices is None else Subset(source, indices).captions
     tagger = CaptionTagger(opts.ontology, lemmatize=opts.lemmatize, backend=opts.backend)
     table = tagger.tag_captions(captions)

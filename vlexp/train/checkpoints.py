@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlexp.config import ConfigError
 from vlexp.io import UnreadableFileError, load_torch_file
+from vlexp.notices import LoadCounts, loaded_weights
 
 HYPER_KEY = "hyper_parameters"  # Lightning's key; vlexp's module itself has no hparams
 CONFIG_KEY = "config"
@@ -202,7 +203,9 @@ def load_model_and_config(
     weights = model_weights(ckpt, blob)
     cfg = checkpoint_config(ckpt, config, run_dir, blob=blob)
     model = ENCODERS.build(OmegaConf.to_container(cfg.encoder, resolve=True))
+    counts = LoadCounts.of(model.state_dict(), weights)
     model.load_state_dict(weights, strict=True)
+    loaded_weights(ckpt, f"encoder ({cfg.encoder.name}, the run's trained towers)", counts)
     return model, cfg
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from vlexp.encoders.base import TwoTower
+from vlexp.notices import switched_on
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def enable_grad_checkpointing(model: TwoTower) -> dict[str, list[str]]:
         )
     for tower_name, enabled in found.items():
         if enabled:
-            log.info("gradient checkpointing on in %s: %s", tower_name, ", ".join(enabled))
+            switched_on("gradient checkpointing", f"{tower_name}: {', '.join(enabled)}")
         else:
             log.warning(
                 "gradient checkpointing: %s (%s) does not support it; left as is",
@@ -92,7 +93,7 @@ def compile_towers(model: TwoTower, mode: str | None = None, backend: str = "ind
         )
     for tower_name in TOWERS:
         getattr(model, tower_name).compile(mode=mode, backend=backend)
-    log.info("compiled towers with torch.compile(mode=%s, backend=%s)", mode, backend)
+    switched_on("torch.compile", f"both towers, mode={mode}, backend={backend}")
 
 
 def apply_model_opts(model: TwoTower, opts: Mapping[str, Any] | None) -> TwoTower:

@@ -2,7 +2,7 @@
 
 Everything here is about *how* ``vlexp.cli.train.main`` is launched, not about training:
 the functions read Hydra's runtime config when Hydra runs the job and fall back to
-plain defaults when :func:`vlexp.cli.train.train` is called directly (tests, notebooks).
+plain defaults when :func:`vlexp.train.run.train` is called directly (tests, notebooks).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ Every file source (``csv``, ``webdataset``, ``wds_indexed``) accepts the options
 (keep at most the first N pairs of each split; ``null``: all, so the size presets written
 for the synthetic source, e.g. ``debug=tiny_run``, also shrink file data),
 ``max_bad_fraction`` / ``min_samples`` (the bad-sample policy) and ``image_size`` (read by
-the tiny encoders). Other knobs of the synthetic generator that presets set mean nothing
-for files: they are accepted and ignored with a log line.
+the tiny encoders). The synthetic generator's own knobs are refused here like any other
+unknown key.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import dataclasses
 import inspect
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,24 +35,6 @@ from vlexp.data.templates import load_templates
 from vlexp.data.types import Subset
 
 log = logging.getLogger(__name__)
-
-# Knobs of the synthetic generator that presets (debug/experiment) may set on data.source;
-# file sources accept and ignore them.
-SYNTHETIC_ONLY_KNOBS = frozenset(
-    {
-        "num_test_compositional",
-        "min_objects",
-        "max_objects",
-        "noisy_caption_frac",
-        "low_complexity_frac",
-        "text_in_image_frac",
-        "action_frac",
-        "random_text_frac",
-        "finegrained_k",
-        "num_test_single",
-        "train_caption",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -74,11 +56,14 @@ class SplitOptions:
         cls, source: str, factory: Callable[..., Any], options: Mapping[str, Any]
     ) -> SplitOptions:
         """The shared options out of ``options`` (the rest of a source's config keys):
-        caps checked, synthetic-generator knobs ignored, anything else refused with the
-        accepted list."""
+        caps checked, anything else refused with the accepted list."""
         fields = [f.name for f in dataclasses.fields(cls)]
-        rest = {k: v for k, v in options.items() if k not in fields}
-        _ignore_synthetic_knobs(source, rest, _accepted(factory) + fields)
+        unknown = sorted(k for k in options if k not in fields)
+        if unknown:
+            raise TypeError(
+                f"data.source '{source}' got unknown option(s) {unknown}; accepted options: "
+                f"{sorted(_accepted(factory) + fields)}"
+            )
         shared = {k: v for k, v in options.items() if k in fields}
         for key in ("num_train", "num_val", "num_test"):
             shared[key] = _check_cap(shared.get(key), f"data.source.{key}")
@@ -95,21 +80,6 @@ class SplitOptions:
     def held_out(self, stage: str, build: Any, templates: list[str]) -> list[EvalSet]:
         """The held-out ``stage`` set built by ``build()`` (none when ``build`` is None)."""
         return _held_out(self.eval_name, stage, build, self.cap(stage), templates)
-
-
-def _ignore_synthetic_knobs(source: str, knobs: Mapping[str, Any], accepted: Sequence[str]) -> None:
-    unknown = sorted(set(knobs) - SYNTHETIC_ONLY_KNOBS)
-    if unknown:
-        raise TypeError(
-            f"data.source '{source}' got unknown option(s) {unknown}; accepted options: "
-            f"{sorted(accepted)}"
-        )
-    if knobs:
-        log.info(
-            "data.source '%s': ignoring synthetic-generator option(s) %s (no meaning for files)",
-            source,
-            sorted(knobs),
-        )
 
 
 def _accepted(func: Any) -> list[str]:
@@ -275,3 +245,27 @@ def bad_sample_report(source: Any) -> dict[str, Any] | None:
     if isinstance(counter, BadSampleCounter):
         out["read"] = counter.as_dict()
     return out or None
+
+
+def held_out_names(options: dict[str, Any]) -> list[str]:
+    """The ``eval_names`` hook of file sources: the one held-out set name they log under."""
+    return [str(options.get("eval_name") or "heldout")]
+
+
+def stream_checks(options: dict[str, Any], context: dict[str, Any]) -> list[str]:
+    """The ``checks`` hook of a streamed source: a length and no pre-pass filter."""
+    out: list[str] = []
+    flt = (context.get("filter") or {}).get("name", "none")
+    if flt != "none":
+        out.append(
+            f"filter={flt} scans every training caption before training, which a stream cannot "
+            "offer; run `vlexp filter` first and stream its output with filter=none, or use "
+            "data=wds_indexed"
+        )
+    max_steps = (context.get("trainer") or {}).get("max_steps")
+    if not options.get("resampled") and not (isinstance(max_steps, int) and max_steps > 0):
+        out.append(
+            "resampled=false: a non-resampled stream has no known length; set trainer.max_steps "
+            "(> 0), or data.source.resampled=true with data.source.samples_per_epoch"
+        )
+    return out

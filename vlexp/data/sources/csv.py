@@ -9,13 +9,69 @@ from typing import Any
 from vlexp.data.readers.csv_reader import CsvPairs, table_columns, table_format
 from vlexp.data.records import ClassVocab
 from vlexp.data.sources.base import DATASETS, DataSplits
-from vlexp.data.sources.common import SplitOptions, capped, need_dir, need_file
+from vlexp.data.sources.common import SplitOptions, capped, held_out_names, need_dir, need_file
 from vlexp.data.sources.schema import CSV_SCHEMA
 
 log = logging.getLogger(__name__)
 
 
-@DATASETS.register("csv", schema=CSV_SCHEMA)
+def table_rows(path: Any) -> int | None:
+    """Data rows of a ``.csv``/``.tsv`` file (line count minus the header); None otherwise."""
+    if not isinstance(path, str) or Path(path).suffix.lower() not in (".csv", ".tsv"):
+        return None
+    try:
+        with open(Path(path).expanduser(), "rb") as f:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+            f.seek(max(f.tell() - 1, 0))
+            last = f.read(1)
+    except OSError:
+        return None
+    lines += 1 if last not in (b"\n", b"") else 0  # a last row without a newline
+    return max(lines - 1, 0)
+
+
+def _train_size(options: dict[str, Any]) -> int | None:
+    """The ``train_size`` hook: the table's rows (an upper bound: files may be missing),
+    capped by ``num_train``."""
+    rows, cap = table_rows(options.get("path")), options.get("num_train")
+    cap = cap if isinstance(cap, int) and not isinstance(cap, bool) and cap >= 1 else None
+    return rows if cap is None or rows is None else min(cap, rows)
+
+
+def _checks(options: dict[str, Any], context: dict[str, Any]) -> list[str]:
+    """The ``checks`` hook: the tables exist and hold the named columns (header only)."""
+    out: list[str] = []
+    for key in ("path", "val_path", "test_path"):
+        value = options.get(key)
+        if value is None or value == "???":
+            continue
+        table = Path(str(value)).expanduser()
+        if not table.is_file():
+            out.append(f"{key}={value}: no such file; give the pairs table (.csv/.tsv/.parquet)")
+            continue
+        try:
+            cols = table_columns(table, table_format(table, options.get("sep")))
+        except Exception as exc:  # not a table at all (a binary, a folder, ...)
+            out.append(f"{key}={value}: not a readable table ({str(exc).splitlines()[0]})")
+            continue
+        for col in ("image_col", "caption_col", "tags_col", "label_col"):
+            name = options.get(col)
+            if name not in (None, "auto") and name not in cols:
+                out.append(
+                    f"{col}={name}: {table.name} has no such column (its columns: "
+                    f"{', '.join(cols[:12]) or 'none'}); set data.source.{col}=<column>"
+                )
+    root = options.get("root")
+    if root is not None and not Path(str(root)).expanduser().is_dir():
+        out.append(f"root={root}: no such folder; give the folder image paths are relative to")
+    return out
+
+
+@DATASETS.register(
+    "csv",
+    schema=CSV_SCHEMA,
+    hooks={"eval_names": held_out_names, "train_size": _train_size, "checks": _checks},
+)
 def csv_splits(
     path: str | None = None,
     root: str | None = None,

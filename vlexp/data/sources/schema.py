@@ -32,7 +32,7 @@ SYNTHETIC_SCHEMA = {
     "num_train": Opt(int, lo=1),
     "num_val": Opt(int, lo=0),
     "num_test": Opt(int, lo=0),
-    "image_size": Opt(int, lo=8),
+    "image_size": Opt(int, lo=16, hi=1024, doc="image side in pixels, 16 to 1024"),
     **SYNTHETIC_KNOBS,
 }
 
@@ -46,7 +46,6 @@ SPLIT_SCHEMA = {
     "max_bad_fraction": _FRACTION,
     "min_samples": Opt(int, lo=0),
     "image_size": Opt(int, lo=1, nullable=True),
-    **SYNTHETIC_KNOBS,
 }
 
 CSV_SCHEMA = {

@@ -13,7 +13,16 @@ from vlexp.data.sources.base import DATASETS, DataSplits
 from vlexp.data.sources.schema import SYNTHETIC_SCHEMA
 
 
-@DATASETS.register("synthetic", schema=SYNTHETIC_SCHEMA)
+def _train_size(options: dict[str, Any]) -> int | None:
+    n = options.get("num_train")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
+
+
+@DATASETS.register(
+    "synthetic",
+    schema=SYNTHETIC_SCHEMA,
+    hooks={"eval_names": lambda options: ["synthetic"], "train_size": _train_size},
+)
 def synthetic_splits(
     seed: int = 0, finegrained_k: int = 4, build_train: bool = True, **knobs: Any
 ) -> DataSplits:

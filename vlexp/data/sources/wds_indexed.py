@@ -14,6 +14,7 @@ from vlexp.data.sources.base import DATASETS, DataSplits
 from vlexp.data.sources.common import (
     SplitOptions,
     capped,
+    held_out_names,
     plain_list,
     shard_eval_builder,
     shards_of,
@@ -23,7 +24,7 @@ from vlexp.data.sources.schema import WDS_INDEXED_SCHEMA
 log = logging.getLogger(__name__)
 
 
-@DATASETS.register("wds_indexed", schema=WDS_INDEXED_SCHEMA)
+@DATASETS.register("wds_indexed", schema=WDS_INDEXED_SCHEMA, hooks={"eval_names": held_out_names})
 def wds_indexed_splits(
     urls: str | Sequence[str] | None = None,
     index_path: str | None = None,

@@ -12,13 +12,24 @@ from typing import Any
 
 from vlexp.data.readers.webdataset_reader import StreamingPairs, shard_vocab
 from vlexp.data.sources.base import DATASETS, DataSplits
-from vlexp.data.sources.common import SplitOptions, plain_list, shard_eval_builder, shards_of
+from vlexp.data.sources.common import (
+    SplitOptions,
+    held_out_names,
+    plain_list,
+    shard_eval_builder,
+    shards_of,
+    stream_checks,
+)
 from vlexp.data.sources.schema import WEBDATASET_SCHEMA
 
 log = logging.getLogger(__name__)
 
 
-@DATASETS.register("webdataset", schema=WEBDATASET_SCHEMA)
+@DATASETS.register(
+    "webdataset",
+    schema=WEBDATASET_SCHEMA,
+    hooks={"eval_names": held_out_names, "checks": stream_checks},
+)
 def webdataset_splits(
     urls: str | Sequence[str] | None = None,
     sources: Sequence[str | Sequence[str]] | None = None,

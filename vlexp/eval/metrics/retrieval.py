@@ -16,7 +16,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-TIE_RULES = ("topk", "pessimistic", "optimistic")
+from vlexp.run_options import RETRIEVAL_TIES
+
+TIE_RULES = RETRIEVAL_TIES
 """``topk``: the top K are ``torch.topk``'s K, as CLIP_benchmark takes them;
 ``pessimistic``: a wrong candidate tied with the best right one ranks above it;
 ``optimistic``: below it."""

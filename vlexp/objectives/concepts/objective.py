@@ -230,7 +230,7 @@ class ConceptDistillation(Objective):
         if self.targets is None:
             raise RuntimeError(
                 "concept distillation targets are not prepared: call objective.setup(train_set, "
-                "cache_dir) before training (vlexp.cli.train does), or set objective.on_the_fly=true"
+                "cache_dir) before training (vlexp.train.run does), or set objective.on_the_fly=true"
             )
         if "index" not in batch:
             raise KeyError("concept distillation needs batch['index'] (rows of the training set)")

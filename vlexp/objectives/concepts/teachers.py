@@ -51,6 +51,7 @@ from vlexp.encoders.weights import (
     read_state_dict,
 )
 from vlexp.io import file_lock, load_torch_file, write_atomic
+from vlexp.notices import LoadCounts, loaded, loaded_weights
 from vlexp.schedules import Ramp
 
 log = logging.getLogger(__name__)
@@ -253,10 +254,13 @@ def build_timm_teacher(
     num_classes = _timm_classifier_outputs(name, state)
     kwargs = {"num_classes": num_classes} if num_classes is not None else {}
     model = timm.create_model(name, pretrained=False, **kwargs)
+    how = ""
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError:
         load_positional(model, state, f"timm model '{name}' weights {weights}")
+        how = "by position: other names, same order and shapes"
+    loaded_weights(weights, f"teacher (timm {name})", LoadCounts(len(state), 0, 0), how)
     data_cfg = resolve_data_config({}, model=model)
     model.eval()
     with torch.no_grad():
@@ -333,6 +337,12 @@ def build_teacher(
         teacher = build_timm_teacher(name, weights, concepts, input_size, bool(multilabel))
     if multilabel is not None:
         teacher.multilabel = bool(multilabel)
+    scoring = "sigmoid per concept" if teacher.multilabel else "softmax over concepts"
+    loaded(
+        "teacher",
+        teacher.identity["weights"],
+        f"{name}, {teacher.num_concepts} concepts ({scoring}), input {teacher.input_size} px",
+    )
     return teacher
 
 
