@@ -8,7 +8,7 @@ One step = towers + ``objective=clip`` over the whole batch + backward (what
 preset at 64 px (ViT depth 4, text depth 2, width 96). ``accum_freq=1`` is the plain
 full-batch step; ``k > 1`` runs the towers in ``k`` micro-batches without keeping
 activations, then recomputes them one micro-batch at a time in backward. The gradients
-are the same (``tests/test_accumulation.py``); the price is a second tower forward.
+are the same (``tests/train/test_accumulation.py``); the price is a second tower forward.
 
 Each setting runs in a fresh subprocess (``--worker``), the settings alternate over
 ``--rounds`` so a busy machine slows them alike; time is the median step of every round.

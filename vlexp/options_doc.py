@@ -38,12 +38,13 @@ def _default(value: Any) -> str:
 
 
 def _rows(schema: Mapping[str, Opt], defaults: Mapping[str, Any], prefix: str) -> list[str]:
-    rows = ["| key | accepts | default |", "|---|---|---|"]
+    rows = ["| key | accepts | default | what it does |", "|---|---|---|---|"]
     for key in sorted(schema):
         opt = schema[key]
         accepts = opt.allowed() if opt.registry is None else f"a {opt.registry.kind} config"
         default = _default(defaults[key]) if key in defaults else ""
-        rows.append(f"| `{prefix}{key}` | {_cell(accepts)} | {_cell(default)} |")
+        what = _cell(opt.help)
+        rows.append(f"| `{prefix}{key}` | {_cell(accepts)} | {_cell(default)} | {what} |")
     return rows
 
 

@@ -40,7 +40,7 @@ class Opt:
     ``fields`` are extra keys the caller reads, like a term's ``weight``);
     ``fields`` is the schema of a mapping value and ``each`` that of every item of a list
     or every value of a mapping; ``test`` is an extra predicate (say what it wants in
-    ``doc``).
+    ``doc``); ``help`` says in one line what the option does (the options reference).
     """
 
     kind: type | tuple[type, ...] = object
@@ -55,6 +55,7 @@ class Opt:
     each: Opt | None = None
     doc: str | None = None
     test: Callable[[Any], bool] | None = None
+    help: str = ""  # one line on what the option does (docs/OPTIONS.md)
 
     def allowed(self) -> str:
         """What the option accepts, in words (the tail of an error message)."""

@@ -252,7 +252,7 @@ def build_timm_tower(
         # pretrained=True only routes ``state`` through timm's checkpoint filter: a
         # ``state_dict`` in the overlay is timm's first weight source, so nothing is
         # fetched (``state`` is never empty: read_state_dict refuses that). Tested with
-        # sockets blocked: tests/test_encoders_hf_timm.py::test_resnet_bert_forward.
+        # sockets blocked: tests/encoders/test_hf_timm.py::test_resnet_bert_forward.
         model = timm.create_model(
             spec.arch,
             pretrained=True,

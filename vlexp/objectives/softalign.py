@@ -1,80 +1,12 @@
 """`objective=softalign`: progressive self-distillation with soft alignment targets.
 
-SoftAlign (Andonian, Chen, Hamid, CVPR 2022, arXiv 2204.04588) trains on its own
-predictions for a subset of every minibatch. For a selected pair ``i`` the targets are
-
-    image i -> texts:   T_i = (1 - a_t) onehot(i) + a_t softmax_j(t_ij)
-    text i  -> images:  T'_i = (1 - a_t) onehot(i) + a_t softmax_j(t'_ij)
-
-(the text->image direction is the transposed similarity matrix: rows of the text-local
-logits), where ``t`` are the teacher's logits, computed without gradient; every other
-row keeps its one-hot target. The loss is the symmetric cross-entropy against these
-targets, ``(L_i2t + L_t2i) / 2``, each a mean over rows. It is computed as
-
-    L = InfoNCE + (a_t / B) * sum_{i soft} (log p_i[pos_i] - sum_j T~_ij log p_ij)
-
-with ``T~`` the teacher's softmax, which is the same number as ``-mean_i sum_j T_ij log
-p_ij`` and is *bit-identical* to ``objective=clip`` at ``a_t = 0``.
-
-Teacher logits (``teacher``):
-
-- ``ema`` (default): an exponential moving average of the towers, ``theta_ema <- d
-  theta_ema + (1 - d) theta`` after every optimiser step
-  (:meth:`SoftAlignObjective.on_train_batch_end` receives the module). The EMA copy is
-  built at construction from ``ema_encoder`` (the student's own encoder config:
-  ``${encoder}`` in conf/objective/softalign.yaml; the trainer also passes it as runtime
-  context ``encoder_config``, which reaches softalign terms of ``objective=composite``), so its weights are ordinary entries of
-  the state dict (``objective.ema_model.*``) and a resumed run loads them before its first
-  step. It is set to the student's weights at the first optimiser step; until then (step
-  0, where ``a_t`` is 0 under the default ramp) the student itself is the teacher. Its
-  embeddings are computed in ``forward`` from the batch (``batch["image"]``,
-  ``batch["input_ids"]``, ``batch["attention_mask"]``) without gradient, in eval mode.
-- ``self``: the current model's own logits, detached. Only meaningful at a teacher
-  temperature of its own (``use_student_scale: false``); it costs one softmax over the
-  selected rows and nothing else.
-
-Why the EMA teacher is the default: the soft target must carry something the student's
-current prediction does not, or there is nothing to distil. With the current model at
-its own scale, the target of a soft row is ``q = (1 - a) onehot + a p`` with ``p`` the
-student's own softmax, so the gradient with respect to the logits is ``p - q = (1 - a)(p -
-onehot)``: exactly CLIP's, down-weighted. That combination is refused (and so is
-``ema_decay: 0``, whose teacher is the student's current weights again). An EMA of past
-weights is a smoothed version of the earlier-snapshot teacher of progressive
-self-knowledge distillation (which uses the previous epoch's model), and the same target
-form with an EMA teacher is the momentum distillation of ALBEF (Li et al. 2021, momentum
-0.995, our default decay). Its price is one extra forward pass of both towers per step
-(no backward), so unlike the paper's "no added compute" the default step costs more than
-CLIP's; ``benchmarks/bench_softalign_step.py`` measures how much. The compute-free
-alternative is ``teacher: self`` with ``use_student_scale: false``: the model's own
-predictions sharpened or softened by ``teacher_temperature``; it still carries no
-information beyond the current prediction and coincides with CLIP whenever the learned
-logit scale equals ``1 / teacher_temperature`` (at initialisation, if the two
-temperatures start equal).
-
-The teacher logits are ``cos_ij / teacher_temperature``, or ``cos_ij * logit_scale`` (the
-student's current scale, detached) with ``use_student_scale: true``.
-
-Which rows get soft targets (``soft_share`` of the global batch, rounded):
-
-- ``random``: a random subset drawn from a generator seeded with ``(seed, call count)``;
-  ``seed`` defaults to ``torch.initial_seed()`` read at the first training step (broadcast
-  from rank 0 under DDP), so the choice is deterministic given the torch seed, the same on
-  every rank for the same global rows, and continues exactly after a resume (both numbers
-  are saved in the state dict);
-- ``least_confident``: the pairs whose teacher probability of the true partner, averaged
-  over both directions, is smallest (gathered across ranks; ties go to the lower index).
-
-Distributed runs use the local-loss layout of :mod:`vlexp.objectives.distributed`: each
-rank holds its ``B_local`` rows against all ``B_global`` gathered columns; positives sit at
-``features.labels`` and the teacher softmax runs over the same gathered columns, so the
-averaged gradient equals that of one process holding the whole batch.
-
-The distillation weight ``a_t`` follows a :class:`~vlexp.schedules.Ramp`
-of ``progress`` from 0 to ``alpha_max``; being a pure function of progress (global step),
-it resumes with the trainer. Logged components: ``loss_i2t``, ``loss_t2i``,
-``softalign_alpha`` (``a_t``), ``soft_share`` (share of the global batch with soft targets)
-and ``target_entropy`` (mean entropy, in nats, of the soft rows' full targets ``T``; 0 for
-one-hot targets).
+SoftAlign (Andonian, Chen, Hamid, CVPR 2022, arXiv 2204.04588): for ``soft_share`` of every
+global batch the one-hot targets become ``(1 - a_t) onehot + a_t softmax(teacher logits)``
+in both directions, with ``a_t`` ramping from 0 to ``alpha_max`` over training. At
+``a_t = 0`` the loss is bit-identical to ``objective=clip``. The default teacher is an EMA
+of the towers, because the current model at its own scale would make the gradient CLIP's,
+rescaled (that combination is refused). The full derivation, the teacher choices, the row
+selection rules and the logged components are in docs/DESIGN.md ("SoftAlign").
 """
 
 from __future__ import annotations
@@ -237,44 +169,57 @@ def target_entropy(targets: torch.Tensor) -> torch.Tensor:
 @OBJECTIVES.register(
     "softalign",
     schema={
-        "soft_share": Opt(float, lo=0.0, hi=1.0),
-        "selection": Opt(choices=SELECTIONS),
-        "alpha_max": Opt(float, lo=0.0, hi=1.0),
-        "schedule": Opt(choices=("linear", "cosine", "constant")),
-        "ramp_end": Opt(float, lo=0.0, hi=1.0),
-        "ramp_start": Opt(float, lo=0.0, hi=1.0),
-        "teacher_temperature": Opt(float, lo=0.0, open_lo=True),
-        "use_student_scale": Opt(bool),
-        "teacher": Opt(choices=TEACHERS),
-        "ema_decay": Opt(float, lo=0.0, hi=1.0, open_lo=True, open_hi=True),
-        "ema_encoder": Opt(dict, nullable=True),
-        "seed": Opt(int, nullable=True),
-    },
+        "soft_share": Opt(
+            float, lo=0.0, hi=1.0, help="share of the global batch's pairs that get soft targets"
+        ),
+        "selection": Opt(
+            choices=SELECTIONS,
+            help="which rows: random, or least_confident (lowest teacher p of the partner)",
+        ),
+        "alpha_max": Opt(float, lo=0.0, hi=1.0, help="the distillation weight's final value"),
+        "schedule": Opt(
+            choices=("linear", "cosine", "constant"),
+            help="ramp of the weight from 0 (constant: always alpha_max)",
+        ),
+        "ramp_end": Opt(
+            float, lo=0.0, hi=1.0, help="share of training at which the weight reaches alpha_max"
+        ),
+        "ramp_start": Opt(
+            float, lo=0.0, hi=1.0, help="share of training before which the weight is 0"
+        ),
+        "teacher_temperature": Opt(
+            float,
+            lo=0.0,
+            open_lo=True,
+            help="tau_t of the teacher softmax over cosine similarities",
+        ),
+        "use_student_scale": Opt(
+            bool, help="teacher logits at the student's (detached) logit scale"
+        ),
+        "teacher": Opt(
+            choices=TEACHERS,
+            help="ema (EMA copy of the towers) or self (the current model, detached)",
+        ),
+        "ema_decay": Opt(
+            float, lo=0.0, hi=1.0, open_lo=True, open_hi=True, help="decay d of the EMA teacher"
+        ),
+        "ema_encoder": Opt(
+            dict, nullable=True, help="encoder config of the EMA copy (the student's own)"
+        ),
+        "seed": Opt(
+            int,
+            nullable=True,
+            help="seed of random selection (null: torch.initial_seed() at step 1)",
+        ),
+    },  # fmt: skip
     hooks={"checks": lambda opts, ctx: config_errors(opts, ctx.get("encoder"))},
 )
 class SoftAlignObjective(Objective):
     """Symmetric cross-entropy against partly soft, self-distilled targets.
 
-    Args:
-        soft_share: share of the global minibatch's pairs that get soft targets, in [0, 1].
-        selection: ``random`` or ``least_confident`` (see the module docstring).
-        alpha_max: the distillation weight's final value, in [0, 1].
-        schedule: ``linear`` or ``cosine`` ramp of the weight from 0 (``constant``: always
-            ``alpha_max``).
-        ramp_end: fraction of training at which the weight reaches ``alpha_max``.
-        ramp_start: fraction of training before which the weight is 0.
-        teacher_temperature: ``tau_t`` of the teacher softmax over cosine similarities.
-        use_student_scale: use the student's logit scale (detached) instead of
-            ``1 / teacher_temperature``.
-        teacher: ``ema`` (EMA copy of the towers) or ``self`` (current model, detached;
-            only with ``use_student_scale=False``).
-        ema_decay: decay ``d`` of the EMA teacher, in (0, 1).
-        ema_encoder: encoder config of the EMA copy (the student's ``encoder`` config;
-            ``teacher=ema`` needs it or ``encoder_config``).
-        seed: base seed of ``random`` selection; ``None`` = ``torch.initial_seed()`` at the
-            first training step.
-        encoder_config: runtime context, not a config option: the student's encoder
-            config, used for the EMA copy when ``ema_encoder`` is not given.
+    Options: the registration schema above (also docs/OPTIONS.md). ``encoder_config`` is
+    runtime context, not an option: the student's encoder config, used for the EMA copy
+    when ``ema_encoder`` is not given.
     """
 
     def __init__(

@@ -1,34 +1,11 @@
 """Gradient accumulation that keeps every negative (``optim.accum_freq=k``).
 
-Plain accumulation (Lightning's ``accumulate_grad_batches``) computes the contrastive
-loss per micro-batch, so each row only sees the negatives of its own micro-batch. Here the
-batch is cut into ``k`` micro-batches only for the *towers*; the objective still sees the
-whole batch, once per optimiser step:
-
-1. each micro-batch's embeddings are computed without keeping activations (only the
-   embeddings, ``B x D`` per modality, are kept);
-2. the embeddings are concatenated, gathered across ranks and handed to the objective
-   with the whole batch, exactly as without accumulation (one call, one loss);
-3. in the backward pass, each micro-batch is encoded again *with* activations, one at a
-   time, and its slice of the loss gradient is pushed through its towers; parameter
-   gradients add up across micro-batches.
-
-The parameter gradient is the full batch's (up to float rounding of the smaller
-matrix products), including the logit scale and parameters the objective owns (concept
-heads), which enter the loss once. Peak activation memory is one micro-batch's towers
-plus the ``B_local x B_global`` loss; the price is a second forward pass of the towers.
-
-Steps 1 and 3 are :func:`torch.utils.checkpoint.checkpoint` per micro-batch (the
-non-reentrant variant): it restores the CPU and CUDA random-number state and the autocast
-state before recomputing, so dropout masks and random layers give the same output in both
-passes, and Lightning's automatic optimisation (logging, clipping, precision plugins,
-gradient scaler, LR schedule, DDP) is unchanged.
-
-Same numbers as open_clip's ``--accum-freq`` for the towers, with two differences: the
-loss is computed once instead of once per micro-batch, and parameters that enter the
-loss directly (the logit scale) receive their gradient once, not ``k`` times.
-Normalisation layers that use batch statistics (BatchNorm) see micro-batches, and
-update their running statistics in both passes.
+The batch is cut into ``k`` micro-batches for the towers only: their embeddings are
+computed without activations, the objective sees the whole batch once, and in backward
+each micro-batch is re-encoded (non-reentrant checkpointing, RNG and autocast restored)
+and receives its slice of the loss gradient. The parameter gradient is the full batch's;
+the price is a second forward of the towers. How it differs from open_clip's
+``--accum-freq`` and from Lightning's ``accumulate_grad_batches``: docs/DESIGN.md.
 """
 
 from __future__ import annotations

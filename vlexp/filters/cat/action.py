@@ -1,37 +1,10 @@
-"""Action: does a caption describe something happening?
+"""Action: does a caption describe something happening? (CAT's "A")
 
-DiHT's CAT filter keeps captions that contain an action. A third-party
-reimplementation counts only verbs that have a nominal subject, but web and COCO-style
-captions are mostly noun phrases: in "a dog chasing a ball on the beach" the verb
-"chasing" has no subject (spaCy attaches it to "dog" as a clausal modifier), and that
-rule would drop it. Our rule, on a spaCy parse (tagger + parser + lemmatizer):
-
-A caption has an action if one of its tokens is a ``VERB`` (spaCy tags auxiliaries
-``AUX``, so "is"/"has" in "is riding"/"has eaten" never count by themselves) that
-
-1. is not one of :data:`NON_ACTION_LEMMAS` -- verbs that relate a picture to its
-   content or state a property ("a photo *showing* a cat", "a t-shirt *featuring* a
-   logo", "a box *containing* toys", "a dog *has* a ball" is a VERB "have");
-2. if it is a past participle (``VBN``), has an auxiliary: "a man *is being chased*",
-   "a boy *has thrown* a ball" count, while a bare participle describes a state and does
-   not: "a red car *parked* on the street", "a plate *filled* with food", "a house
-   *surrounded* by trees" (decision: a parked car is not doing anything; the price is
-   that "a ball *thrown* by a boy" does not count either);
-3. if it is a base form (``VB``), is not a bare imperative (at the root with neither
-   subject nor auxiliary: "*Buy* now", "*Click* to enlarge" are shop boilerplate, not
-   a scene) nor a verb hanging from one ("Click to *enlarge*"), and has an auxiliary
-   or a subject ("a dog about *to jump*", "a girl trying *to catch* a frisbee") or is
-   coordinated with an action ("dogs run and *play*"); a bare base form elsewhere is
-   usually a tagging slip ("a hamburger with cheese and *lettuce*").
-
-Present participles and gerunds acting as verbs count: "a dog *chasing* a ball", "two
-people *sitting* at a table", "a woman *wearing* a hat"; gerunds used as nouns do not
-("a *swimming* pool" is tagged NOUN). Noun phrases such as "a photo of a cat", "cat",
-"the best sunset" have no verb and therefore no action.
-
-Known limits of the small English model: without an article a caption such as "woman
-cooking dinner in the kitchen" may be tagged as one noun compound (no verb, no action),
-while "a woman cooking dinner in the kitchen" is parsed correctly.
+A caption has an action when a spaCy ``VERB`` token is not a picture-relating or state
+verb (:data:`NON_ACTION_LEMMAS`), is not a bare past participle ("a car parked"), and is
+not a bare imperative ("Buy now"); present participles count ("a dog chasing a ball"),
+which a subject-only rule would drop. The rule, its examples and its known limits are
+in docs/DESIGN.md ("CAT: action").
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ tokens, so :class:`FastAttributes` applies the *same* ruler patterns with dictio
 lookups (equality patterns) and a few compiled predicates (``IN``/``NOT_IN``/``REGEX``
 and multi-token patterns), in the ruler's order so later patterns win as in spaCy, and
 lemmatizes VERB/AUX tokens only (after setting MORPH, which its base-form test reads).
-``tests/test_cat_fast_attributes.py`` checks POS, DEP and verb lemmas, and the CAT
+``tests/filters/cat/test_fast_attributes.py`` checks POS, DEP and verb lemmas, and the CAT
 decisions, against the full pipeline.
 """
 

@@ -122,7 +122,7 @@ def test_docs_table_is_the_commands_output():
 
     from vlexp.filters.cat.examples import EXAMPLE_CAPTIONS, markdown_table
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "FILTER_PASS.md").read_text()
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "FILTER_PASS.md").read_text()
     table = doc.split("<!-- cat-examples:begin -->")[1].split("<!-- cat-examples:end -->")[0]
     assert table.strip() == markdown_table(EXAMPLE_CAPTIONS).strip()
     assert "| a photo of a cat | cat | 0 | drop | no | drop (complexity) |" in table

@@ -21,7 +21,7 @@ from vlexp.data.types import TagTable
 from vlexp.samplers.tagging import resolve_train_tags
 from vlexp.samplers.tonics import TonicsBatchSampler
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # hand-labelled with the COCO ontology (the reference the tagger must reproduce)
 CAPTIONS = {

@@ -28,7 +28,7 @@ from vlexp.train.callbacks import (
 from vlexp.train.loggers import HistoryCSVLogger
 from vlexp.train.slurm import find_resume_point, log_resume_point
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _ckpt(path: Path, step: int, mtime: float | None = None) -> Path:

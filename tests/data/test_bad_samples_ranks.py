@@ -12,8 +12,8 @@ import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from tests.data.test_bad_samples_workers import _table
 from tests.scale_helpers import explain, run_vlexp
-from tests.test_bad_samples_workers import _table
 from vlexp.train.datamodule import VLDataModule
 
 WORLD = 2

@@ -13,7 +13,7 @@ import pytest
 
 from vlexp.cli.main import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _tables(tmp: Path) -> dict[str, str]:

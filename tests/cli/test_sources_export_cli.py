@@ -75,7 +75,7 @@ def test_export_refuses_to_overwrite_and_module_entry_point(tmp_path):
     main([f"out_dir={tmp_path}", "splits=[val]", "overwrite=true", *SIZES])
     assert (tmp_path / "val" / "synthetic" / "pairs.csv").is_file()
     assert not (tmp_path / "train").exists()
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     res = subprocess.run(
         [
             sys.executable,

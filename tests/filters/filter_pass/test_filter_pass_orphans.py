@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_filter_pass import caption_shards
+from tests.filters.filter_pass.test_filter_pass import caption_shards
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 # a pass whose units never finish: each worker records its pid, then waits
 SCRIPT = textwrap.dedent(

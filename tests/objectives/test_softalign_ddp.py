@@ -1,6 +1,6 @@
 """softalign under 2-process gloo DDP == one process holding the concatenated batch.
 
-Covers what tests/test_ddp_equivalence.py (default config) does not: least-confident
+Covers what tests/objectives/test_ddp_equivalence.py (default config) does not: least-confident
 selection (confidences gathered across ranks), a teacher temperature, and the EMA
 teacher (its embeddings computed from each rank's batch and gathered).
 """

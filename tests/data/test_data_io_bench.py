@@ -9,7 +9,7 @@ import pytest
 
 
 def test_benchmark_smoke(capsys):
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_data_loading.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_data_loading.py"
     spec = importlib.util.spec_from_file_location("bench_data_loading", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
@@ -43,7 +43,7 @@ def test_benchmark_smoke(capsys):
 @pytest.mark.slow
 def test_loader_vs_open_clip_benchmark_smoke(capsys):
     pytest.importorskip("open_clip_train")
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_loader_vs_open_clip.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_loader_vs_open_clip.py"
     spec = importlib.util.spec_from_file_location("bench_loader_vs_open_clip", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

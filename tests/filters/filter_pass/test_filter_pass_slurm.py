@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_filter_pass import (
+from tests.filters.filter_pass.test_filter_pass import (
     CAPTIONS_ONLY,
     KNOWN,
     caption_shards,
@@ -28,7 +28,7 @@ from tests.test_filter_pass import (
 )
 from vlexp.filters.filter_pass import run_pass, without_timing
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _cli(args: list[str], cwd: Path, **kw) -> subprocess.Popen:

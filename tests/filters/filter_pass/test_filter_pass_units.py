@@ -150,7 +150,7 @@ def test_cli_explains_a_missing_pass_and_a_missing_input(tmp_path):
     import subprocess
     import sys
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[3]
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(

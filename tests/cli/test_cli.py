@@ -19,7 +19,7 @@ from tests.conftest import CONF_DIR, compose_cfg
 from vlexp.cli.main import COMMANDS, main
 from vlexp.config import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _run_cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -1,7 +1,7 @@
 """One wandb run per job: grid multirun, Optuna study, resume in place, leftover runs.
 
 Offline runs are read back from their ``.wandb`` transaction logs with the reader in
-``tests/test_scale_wandb.py`` (independent of vlexp's code); a job's expected values come
+``tests/train/test_scale_wandb.py`` (independent of vlexp's code); a job's expected values come
 from Hydra's own ``.hydra/overrides.yaml`` of that job.
 """
 
@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from tests.conftest import compose_cfg
 from tests.scale_helpers import TINY, explain, run_vlexp
-from tests.test_scale_wandb import complete_records
+from tests.train.test_scale_wandb import complete_records
 from vlexp.train.loggers import WANDB_ID_FILE, build_loggers, finish_wandb, wandb_run_id
 from vlexp.train.sweep import run_name
 

@@ -25,7 +25,7 @@ from tests.conftest import compose_cfg
 from vlexp.config import ConfigError, validate_config
 from vlexp.train.throughput import ProgressOptions, ThroughputLog, format_duration
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LINE = re.compile(
     r"step (\d+)/(\d+) \| loss ([\d.]+) \| (\d+) samples/s \| data wait (\d+)% \| ETA (\S+)$"
 )

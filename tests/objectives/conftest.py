@@ -1,0 +1,6 @@
+"""Tests of vlexp/objectives/. Modules without a test file of their own, and the tests that cover them:
+
+- base.py: eval/test_clip_benchmark.py
+- clip.py: train/test_scale_units.py
+- distributed.py: objectives/concepts/test_concepts.py, objectives/concepts/test_concepts_lazy.py, objectives/concepts/test_concepts_mechanism.py, objectives/test_clip_loss.py ...
+"""
