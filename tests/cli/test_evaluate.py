@@ -181,7 +181,7 @@ def test_clip_benchmark_on_every_source(kind, files, tmp_path, monkeypatch, no_t
 @pytest.mark.slow
 def test_eval_of_a_streamed_run_reproduces_its_test_metrics(files, tmp_path, monkeypatch):
     """The reported failure: a run trained on a non-resampled stream, then `vlexp eval`."""
-    from vlexp.cli.train import train
+    from vlexp.train.run import train
 
     run = tmp_path / "run"
     cfg = compose_cfg(
