@@ -11,7 +11,7 @@ synthetic training pairs.
 - ``uncached`` / ``cached``: the recipe as it ships: both towers locked (``freeze=all``,
   the LiT setting; only the projections and the temperature train). Uncached, both towers
   run whole every step; cached (:class:`vlexp.encoders.trunk_cache.TrunkCache`, i.e.
-  ``encoder.trunk_cache=auto`` with ``data.train_crop_scale=null``), a step reads one
+  ``encoder.trunk_cache=auto`` with ``aug=none``), a step reads one
   pooled vector per sample and tower from the memory-mapped cache (filled by the first
   step, as the first epoch fills it) and runs the projections and the loss;
 - ``top_uncached`` / ``top_cached``: the recipe with the last block of each tower
@@ -60,7 +60,7 @@ TOP = ["encoder.text.freeze=last_n", "encoder.image.freeze=last_n"]
 def _config(batch_size: int, extra: tuple[str, ...] = ()) -> Any:
     from hydra import compose, initialize_config_dir
 
-    overrides = ["experiment=tonics", "data.train_crop_scale=null", *extra]
+    overrides = ["experiment=tonics", "aug=none", *extra]
     overrides += [f"data.batch_size={batch_size}", "data.source.num_train=2000"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)

@@ -33,32 +33,43 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_main(rank: int, port: int, compute: Callable[..., LossAndGrads], args: tuple, queue):
+def _rank_main(
+    rank: int,
+    world: int,
+    port: int,
+    compute: Callable[..., LossAndGrads],
+    args: tuple,
+    queue,
+):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         loss, grads = compute(rank, *args)
         for g in grads:  # what DDP does with parameter gradients: average over ranks
             dist.all_reduce(g)
-            g /= WORLD_SIZE
+            g /= world
         dist.all_reduce(loss)
         if rank == 0:
-            queue.put(((loss / WORLD_SIZE).numpy(), [g.numpy() for g in grads]))
+            queue.put(((loss / world).numpy(), [g.numpy() for g in grads]))
     finally:
         dist.destroy_process_group()
 
 
 def ddp_loss_and_grads(
-    compute: Callable[..., LossAndGrads], *args: Any, timeout: float = 120.0
+    compute: Callable[..., LossAndGrads],
+    *args: Any,
+    timeout: float = 120.0,
+    world_size: int = WORLD_SIZE,
 ) -> LossAndGrads:
-    """Run ``compute(rank, *args) -> (loss, grads)`` on 2 gloo ranks; the rank-averaged
-    loss and gradients (``compute`` must be a module-level function: ranks are spawned)."""
+    """Run ``compute(rank, *args) -> (loss, grads)`` on ``world_size`` (default 2) gloo
+    ranks; the rank-averaged loss and gradients (``compute`` must be a module-level
+    function: ranks are spawned)."""
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
     port = _free_port()
     procs = [
-        ctx.Process(target=_rank_main, args=(r, port, compute, args, queue))
-        for r in range(WORLD_SIZE)
+        ctx.Process(target=_rank_main, args=(r, world_size, port, compute, args, queue))
+        for r in range(world_size)
     ]
     for p in procs:
         p.start()

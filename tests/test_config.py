@@ -15,7 +15,9 @@ from vlexp.objectives import OBJECTIVES
 from vlexp.registry import UnknownNameError
 from vlexp.samplers import SAMPLERS
 
-GROUPS = ["data", "encoder", "objective", "sampler", "filter", "trainer", "logger", "eval", "paths"]
+GROUPS = [
+    "data", "aug", "encoder", "objective", "sampler", "filter", "trainer", "logger", "eval", "paths"
+]  # fmt: skip
 
 
 # presets with required values (``???``) and a value for each

@@ -34,7 +34,7 @@ def _presets():
         for path in sorted((Path(CONF_DIR) / group).glob("*.yaml")):
             data = yaml.safe_load(path.read_text()) or {}
             data = data.get("source", {}) if group == "data" else data
-            if data.get("name") in registry.names():
+            if data.get("name") == path.stem:  # a component's own preset, not a variant
                 yield registry, path, data
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 
-from vlexp.schedules import Ramp, build_schedule, warmup_cosine
+from vlexp.schedules import Ramp, build_schedule, lr_factor, warmup_cosine
 
 
 @pytest.mark.parametrize("warm, total, floor", [(5, 40, 0.1), (1, 10, 0.0), (10, 10, 0.2)])
@@ -42,3 +44,60 @@ def test_ramp_is_vectorised_and_float_in_float_out() -> None:
     assert r(0.75) == 2.0  # exact from `end` on
     with pytest.raises(ValueError, match="start < end"):
         Ramp("cosine", start=0.5, end=0.5)
+
+
+# ------------------------------------------------------------------ LR schedules (optim.schedule)
+@pytest.mark.parametrize(
+    "step, want",
+    [
+        (0, 0.1), (4, 0.5), (9, 1.0),  # warm-up: (step + 1) / 10
+        (10, 1.0), (79, 1.0), (80, 1.0),  # constant until the cool-down starts at 100 - 20
+        (85, 0.1 + 0.9 * 0.75), (90, 0.55), (95, 0.325), (99, 0.1 + 0.9 * 0.05),
+        (100, 0.1), (130, 0.1),  # the floor from the end on
+    ],
+)  # fmt: skip
+def test_const_cooldown_at_hand_computed_steps(step: int, want: float) -> None:
+    got = lr_factor(step, "const_cooldown", 10, 100, floor=0.1, cooldown_steps=20)
+    assert got == pytest.approx(want, abs=1e-12)
+
+
+def test_power_cooldown_and_const_at_hand_computed_steps() -> None:
+    f = functools.partial(lr_factor, schedule="const_cooldown", warmup_steps=0, total_steps=50)
+    assert f(40, cooldown_steps=20, cooldown_power=2.0) == pytest.approx(0.25)  # (1 - 1/2)^2
+    assert f(45, cooldown_steps=20, cooldown_power=2.0) == pytest.approx(0.0625)  # (1/4)^2
+    assert f(45, cooldown_steps=20, cooldown_power=0.5) == pytest.approx(0.5)  # (1/4)^0.5
+    assert [lr_factor(s, "const", 4, 50) for s in (0, 1, 3, 4, 49, 80)] == [
+        0.25, 0.5, 1.0, 1.0, 1.0, 1.0
+    ]  # fmt: skip
+    assert lr_factor(30, "const", 4, 50, floor=0.3) == 1.0  # const has no decay
+    with pytest.raises(ValueError, match="optim.schedule"):
+        lr_factor(3, "linear", 4, 50)
+
+
+def _open_clip_lrs(adjuster: Any, steps: int) -> list[float]:
+    return [adjuster(s) for s in range(steps)]
+
+
+@pytest.mark.parametrize("power, end", [(1.0, 0.0), (1.0, 0.2), (3.0, 0.05)])
+def test_lr_schedules_equal_open_clip_train(power: float, end: float) -> None:
+    """open_clip_train's schedulers as the oracle (they set the LR on an optimizer)."""
+    scheduler = pytest.importorskip("open_clip_train.scheduler")
+    import torch
+
+    base, warm, total, cool = 0.5, 7, 60, 25
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    theirs = {
+        "const_cooldown": scheduler.const_lr_cooldown(
+            opt, base, warm, total, cool, cooldown_power=power, cooldown_end_lr=end * base
+        ),
+        "const": scheduler.const_lr(opt, base, warm, total),
+        "cosine": scheduler.cosine_lr(opt, base, warm, total),
+    }
+    for name, adjuster in theirs.items():
+        floor = 0.0 if name == "cosine" else end  # open_clip's cosine decays to 0
+        want = [lr / base for lr in _open_clip_lrs(adjuster, total)]
+        got = [
+            lr_factor(s, name, warm, total, floor, cooldown_steps=cool, cooldown_power=power)
+            for s in range(total)
+        ]
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=name)

@@ -78,6 +78,8 @@ def validate_config(cfg: DictConfig) -> None:
     _check_run_options(cfg, e)
     _check_resume(cfg, e)
     _check_progress(cfg, e)
+    _check_lr_schedule(cfg, e)
+    _check_augmentation(cfg, e)
     if _get(cfg, "trainer.max_steps") == -1 and (_get(cfg, "trainer.max_epochs") or -1) < 1:
         e.append("  trainer.max_steps=-1 needs trainer.max_epochs >= 1 (else training never ends)")
     acc = _get(cfg, "trainer.accumulate_grad_batches")
@@ -154,6 +156,52 @@ def _check_progress(cfg: DictConfig, errors: list[str]) -> None:
                 "  progress.every_steps=0 and progress.every_s=0: no line would ever be written; "
                 "set one of them > 0, or progress.lines=never"
             )
+
+
+def _check_lr_schedule(cfg: DictConfig, errors: list[str]) -> None:
+    """The cool-down exists only in const_cooldown, where it is required and must fit."""
+    schedule = _get(cfg, "optim.schedule") or "cosine"
+    steps = _get(cfg, "optim.cooldown_steps")
+    if schedule != "const_cooldown":
+        if steps is not None:
+            errors.append(
+                f"  optim.cooldown_steps={steps}: only optim.schedule=const_cooldown has a "
+                f"cool-down (optim.schedule={schedule}); set optim.schedule=const_cooldown or "
+                "optim.cooldown_steps=null"
+            )
+        return
+    if steps is None:
+        errors.append(
+            "  optim.cooldown_steps is required with optim.schedule=const_cooldown: the number "
+            "of final steps that decay the LR to optim.min_lr_ratio, e.g. optim.cooldown_steps=100"
+        )
+        return
+    total, warm = _get(cfg, "trainer.max_steps"), _get(cfg, "optim.warmup_steps")
+    if _is_int(steps) and _is_int(total) and _is_int(warm) and total > 0 and steps > total - warm:
+        errors.append(
+            f"  optim.cooldown_steps={steps}: more than the {total - warm} steps left after "
+            f"the warm-up (trainer.max_steps={total}, optim.warmup_steps={warm})"
+        )
+
+
+MOVED_CROP_KEY = "moved to aug.scale"  # conf/train.yaml's marker for data.train_crop_scale
+
+
+def _check_augmentation(cfg: DictConfig, errors: list[str]) -> None:
+    """The ``aug`` section against its schema; the crop's old key points to the new one."""
+    old = _get(cfg, "data.train_crop_scale")
+    if old != MOVED_CROP_KEY and "train_crop_scale" in (_get(cfg, "data") or {}):
+        value = "null" if old is None else list(old) if OmegaConf.is_list(old) else old
+        errors[:] = [line for line in errors if "data.train_crop_scale" not in line]
+        errors.append(
+            f"  data.train_crop_scale is now aug.scale: use aug.scale={value} instead"
+            + (" (or aug=none)" if old is None else "")
+        )
+    section = _section(cfg, "aug", errors)
+    if isinstance(section, dict):
+        from vlexp.data.augment import aug_config_errors
+
+        errors.extend(f"  {line}" for line in aug_config_errors(section))
 
 
 def _top_level(cfg: DictConfig, errors: list[str]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from vlexp.registry import Opt
 
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
-LOGGERS = ("wandb", "csv", "none")
+LOGGERS = ("wandb", "csv", "tensorboard", "none")
 RETRIEVAL_TIES = ("topk", "pessimistic", "optimistic")  # vlexp.eval.metrics.retrieval
 _POS_INT = Opt(int, lo=1)
 _COUNT = Opt(int, lo=0)
@@ -34,6 +34,16 @@ OPTIM = {
     "eps": Opt(float, lo=0, open_lo=True, doc="AdamW epsilon (> 0)"),
     "warmup_steps": Opt(int, lo=0, doc="linear warm-up steps before the cosine decay (>= 0)"),
     "min_lr_ratio": Opt(float, lo=0, hi=1, doc="final LR as a share of the peak, in [0, 1]"),
+    "schedule": Opt(
+        choices=("cosine", "const", "const_cooldown"),
+        help="after warm-up: cosine decay, constant, or constant then a cool-down",
+    ),
+    "cooldown_steps": Opt(
+        int, lo=1, nullable=True, help="const_cooldown: the last N steps decay to min_lr_ratio"
+    ),
+    "cooldown_power": Opt(
+        float, lo=0, open_lo=True, help="const_cooldown: 1 = linear, else (1 - x) ** power"
+    ),
     "fused": Opt(bool, nullable=True, doc="fused AdamW kernel: true/false (null: auto)"),
     "accum_freq": Opt(int, lo=1, doc="micro-batches per step; the loss keeps every negative"),
 }
@@ -42,12 +52,16 @@ DATA = {
     "batch_size": Opt(int, lo=1, doc="training pairs per device and step (>= 1)"),
     "eval_batch_size": Opt(int, lo=1, nullable=True, doc="images per eval batch (>= 1)"),
     "num_workers": Opt(int, lo=0, doc="data loader worker processes (>= 0)"),
-    "train_crop_scale": Opt(
-        list,
+    "max_image_pixels": Opt(
+        int,
+        lo=1,
         nullable=True,
-        each=Opt(float),
-        test=lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1,
-        doc="[lo, hi] with 0 < lo <= hi <= 1 (area share of the random crop)",
+        help="width x height above which an image is a bad sample, read "
+        "from the header, never decoded (null: PIL's own limit)",
+    ),
+    "jpeg_draft": Opt(bool, help="decode large JPEGs reduced, to no less than the crop needs"),
+    "train_crop_scale": Opt(
+        str, choices=("moved to aug.scale",), doc="moved to aug.scale (this key only says so)"
     ),
 }
 
@@ -93,6 +107,17 @@ PROGRESS = {
     "every_s": Opt(float, lo=0, doc="a line every N seconds (0: none by time)"),
 }  # fmt: skip
 
+CHECKPOINT = {
+    "every_n_steps": Opt(int, lo=1, nullable=True, help="also save every N optimizer steps"),
+    "every_n_epochs": Opt(int, lo=1, nullable=True, help="also save every N-th epoch"),
+    "keep": Opt(
+        int,
+        test=lambda v: v >= 1 or v == -1,
+        doc="an integer >= 1, or -1 (keep all)",
+        help="periodic checkpoints kept, the newest",
+    ),
+}
+
 PATHS = {
     "root_dir": Opt(str),
     "data_dir": Opt(str),
@@ -109,6 +134,7 @@ LOGGER_OPTIONS = {
         "mode": Opt(choices=("online", "offline", "disabled"), nullable=True),
     },
     "csv": {},
+    "tensorboard": {},
     "none": {},
 }
 
@@ -166,6 +192,8 @@ TOP = {
     "viz": Opt(dict, fields=VIZ),
     "paths": Opt(dict, fields=PATHS),
     "progress": Opt(dict, fields=PROGRESS),
+    "checkpoint": Opt(dict, fields=CHECKPOINT),
+    "aug": Opt(dict, doc="an augmentation preset (aug=default|open_clip|color|none)"),
 }
 # groups whose schema is applied by the validator itself (components, logger, trainer, data)
 COMPONENT_KEYS = ("data", "encoder", "objective", "sampler", "filter", "logger", "trainer")

@@ -15,7 +15,9 @@ float gives a float, an array an array.
 
 Every schedule of vlexp is a :class:`Ramp`:
 
-* the learning rate (:func:`warmup_cosine`: a linear warm-up, then a cosine decay);
+* the learning rate (``optim.schedule``, :func:`lr_factor`): a linear warm-up, then a
+  cosine decay (:func:`warmup_cosine`), a constant rate (:func:`warmup_const`) or a
+  constant rate with a final cool-down (:func:`warmup_const_cooldown`);
 * SoftAlign's distillation weight (config words ``schedule``, ``alpha_max``,
   ``ramp_start``, ``ramp_end``; built with :func:`weight_ramp`);
 * the TOnICS probability of a same-object batch (``sampler.schedule={name, p_max, p_min,
@@ -107,9 +109,64 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, floor: float =
     """LR factor at optimizer ``step``: linear warm-up to 1 over ``warmup_steps``, then a
     cosine decay to ``floor`` at ``total_steps``."""
     if step < warmup_steps:
-        return Ramp("linear")((step + 1) / warmup_steps)
+        return _warmup(step, warmup_steps)
     t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return Ramp("cosine", high=floor, low=1.0)(min(1.0, t))
+
+
+def _warmup(step: int, warmup_steps: int) -> float:
+    return Ramp("linear")((step + 1) / warmup_steps)
+
+
+def warmup_const(step: int, warmup_steps: int) -> float:
+    """LR factor at ``step``: linear warm-up to 1 over ``warmup_steps``, then 1."""
+    return _warmup(step, warmup_steps) if step < warmup_steps else 1.0
+
+
+def warmup_const_cooldown(
+    step: int,
+    warmup_steps: int,
+    total_steps: int,
+    cooldown_steps: int,
+    floor: float = 0.0,
+    power: float = 1.0,
+) -> float:
+    """LR factor at ``step``: warm-up, 1 until the last ``cooldown_steps`` of
+    ``total_steps``, then ``floor + (1 - floor) * (1 - x) ** power`` with ``x`` the share
+    of the cool-down done (``power = 1``: a straight line to ``floor`` at ``total_steps``)."""
+    if step < warmup_steps:
+        return _warmup(step, warmup_steps)
+    start = total_steps - cooldown_steps
+    if step < start:
+        return 1.0
+    x = min(1.0, (step - start) / max(1, cooldown_steps))
+    return floor + (1.0 - floor) * (1.0 - x) ** power
+
+
+LR_SCHEDULES = ("cosine", "const", "const_cooldown")
+"""Values of ``optim.schedule``."""
+
+
+def lr_factor(
+    step: int,
+    schedule: str,
+    warmup_steps: int,
+    total_steps: int,
+    floor: float = 0.0,
+    cooldown_steps: int = 0,
+    cooldown_power: float = 1.0,
+) -> float:
+    """The LR multiplier at optimizer ``step`` under ``schedule`` (one of :data:`LR_SCHEDULES`;
+    ``floor``: the final factor of ``cosine`` and ``const_cooldown``)."""
+    if schedule == "cosine":
+        return warmup_cosine(step, warmup_steps, total_steps, floor)
+    if schedule == "const":
+        return warmup_const(step, warmup_steps)
+    if schedule == "const_cooldown":
+        return warmup_const_cooldown(
+            step, warmup_steps, total_steps, cooldown_steps, floor, cooldown_power
+        )
+    raise ValueError(f"optim.schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
 
 
 # --------------------------------------------------------------------- loss weights

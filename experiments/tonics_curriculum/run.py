@@ -129,7 +129,7 @@ class Budget:
             f"data.batch_size={self.batch_size}",
             "data.eval_batch_size=128",
             "data.num_workers=1",
-            "data.train_crop_scale=null",  # deterministic images: the image trunk is cached
+            "aug=none",  # deterministic images: the image trunk is cached
             f"trainer.max_steps={self.steps}",
             f"trainer.val_check_interval={max(1, self.steps // self.val_points)}",
             "trainer.log_every_n_steps=1",

@@ -4,8 +4,9 @@
 - export.py: cli/test_cli.py, cli/test_sources_export_cli.py
 - fewshot.py: eval/test_fewshot.py, cli/test_evaluate.py, test_safe_loading.py
 - filter.py: data/sources/test_webdataset.py, filters/filter_pass/test_filter_pass_slurm.py, filters/filter_pass/test_filter_pass_units.py
-- main.py: cli/test_cli.py, cli/test_sources_export_cli.py, cli/test_user_errors.py, objectives/concepts/test_concepts_teacher.py
+- main.py: cli/test_cli.py, cli/test_export_model.py, cli/test_sources_export_cli.py, cli/test_user_errors.py ...
 - tag.py: samplers/test_tonics_tagging.py
 - teacher.py: cli/test_cli.py
-- train.py: cli/test_cli.py, test_config_validation.py
+- train.py: cli/test_cli.py, objectives/test_siglip.py, test_config_validation.py, train/test_periodic_checkpoints.py
 """
+

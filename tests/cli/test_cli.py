@@ -61,13 +61,15 @@ def test_help_lists_groups_without_importing_torch():
     [
         (["export", "--cfg", "job", "out_dir=o", "format=wds"], "format", "wds"),
         (["teacher", "train-synthetic", "out=t.pt", "--cfg", "job"], "action", "train-synthetic"),
+        (["export-model", "ckpt=r.ckpt", "out_dir=o", "--cfg", "job"], "format", "open_clip"),
     ],
 )
 def test_export_and_teacher_are_hydra_apps_without_torch(args, key, value):
     res = _run_cli(args)
     assert res.returncode == 0, res.stderr[-2000:]
     assert OmegaConf.create(res.stdout)[key] == value
-    assert not {"torch", "vlexp.cli.export", "vlexp.cli.teacher"} & _imported(res.stderr)
+    modules = {"vlexp.cli.export", "vlexp.cli.teacher", "vlexp.cli.export_model"}
+    assert not {"torch", *modules} & _imported(res.stderr)
 
 
 def test_shell_completion_answers():
@@ -75,14 +77,15 @@ def test_shell_completion_answers():
     assert res.returncode == 0, res.stderr[-2000:]
     assert "objective=hnnce" in res.stdout.split()
     res = _run_cli(["-sc", "query=bash"], env={"COMP_LINE": "vlexp e"})
-    assert sorted(res.stdout.split()) == ["eval", "export"]
+    assert sorted(res.stdout.split()) == ["eval", "export", "export-model"]
     res = _run_cli(["train", "-sc", "install=bash"])
     assert res.returncode == 0 and "complete -o nospace" in res.stdout
     assert "hydra_bash_completion" in res.stdout
 
 
 def test_every_entry_point_is_a_subcommand():
-    assert {"train", "eval", "filter", "tag", "fewshot", "export", "teacher"} <= set(COMMANDS)
+    names = {"train", "eval", "filter", "tag", "fewshot", "export", "export-model", "teacher"}
+    assert names <= set(COMMANDS)
     for name, command in COMMANDS.items():
         assert callable(command.load()), name
         if command.config is not None:

@@ -45,6 +45,7 @@ def _datamodule(overrides: list[str], total_steps: int | None = None) -> VLDataM
         image_mean=(0.5,) * 3,
         image_std=(0.5,) * 3,
         total_steps=total_steps,
+        aug=cfg.get("aug"),
     )
 
 

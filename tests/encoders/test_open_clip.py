@@ -57,7 +57,7 @@ def _shapes_like_open_clip(model: torch.nn.Module) -> dict[str, tuple[int, ...]]
         elif name in rename:
             out[rename[name]] = tuple(p.t().shape)
         else:
-            name = name.replace("image_tower.", "visual.", 1)
+            name = name.replace("image_tower.model.", "visual.", 1)
             out[name.replace("text_tower.text.", "text.", 1)] = tuple(p.shape)
     return out
 
@@ -89,7 +89,9 @@ def test_overrides_on_a_named_model_are_logged(tiny_name, caplog):
                      "vision_cfg.image_size=48 (was 32)"]  # fmt: skip
     ref = open_clip.create_model(tiny_name, force_image_size=48, force_custom_text=True)
     assert ours.image_size == 48
-    assert ours.image_tower.positional_embedding.shape == ref.visual.positional_embedding.shape
+    assert (
+        ours.image_tower.model.positional_embedding.shape == ref.visual.positional_embedding.shape
+    )
 
 
 @pytest.mark.parametrize("fmt", ["bin", "safetensors", "folder"])
@@ -156,7 +158,7 @@ def test_default_is_the_built_in_small_model():
     expected = tiny_open_clip_config(image_size=32)
     assert ours.image_size == 32
     assert ours.image_proj.weight.shape == (expected["embed_dim"], 96)
-    assert len(ours.image_tower.transformer.resblocks) == expected["vision_cfg"]["layers"]
+    assert len(ours.image_tower.model.transformer.resblocks) == expected["vision_cfg"]["layers"]
 
 
 class _NotATensor:
@@ -172,3 +174,33 @@ def test_pickled_objects_in_a_checkpoint_are_refused(tiny_name, tmp_path):
         ENCODERS.build(
             {"name": "open_clip", "model": tiny_name, "pretrained": str(tmp_path / "w.pt")}
         )
+
+
+def test_checkpoints_from_before_the_freezable_image_tower_still_load():
+    """Earlier encoder=open_clip checkpoints name the visual's tensors image_tower.<name>."""
+    cfg = tiny_open_clip_config(image_size=32, vision_layers=1, text_layers=1)
+    torch.manual_seed(0)
+    trained = ENCODERS.build({"name": "open_clip", "model_cfg": cfg})
+    old = {
+        k.replace("image_tower.model.", "image_tower.", 1): v
+        for k, v in trained.state_dict().items()
+    }
+    assert "image_tower.conv1.weight" in old
+    torch.manual_seed(1)
+    fresh = ENCODERS.build({"name": "open_clip", "model_cfg": cfg})
+    fresh.load_state_dict(old, strict=True)
+    for name, value in trained.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[name], value, msg=name)
+
+
+def test_model_pickles_for_spawned_processes():
+    """ddp_spawn pickles the module: every tower of encoder=open_clip must travel."""
+    import pickle
+
+    cfg = tiny_open_clip_config(image_size=32, vision_layers=1, text_layers=1)
+    model = ENCODERS.build({"name": "open_clip", "model_cfg": cfg, "text": {"freeze": "all"}})
+    clone = pickle.loads(pickle.dumps(model)).eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(clone.encode_image(images), model.eval().encode_image(images))
+    assert clone.text_tower.frozen_module_names == ("",)

@@ -182,7 +182,7 @@ def test_cache_reused_and_invalidated(model, tmp_path) -> None:
 def test_random_crop_leaves_images_uncached(model, tmp_path) -> None:
     cache = build_trunk_cache(model, "auto", _inputs(images=False), tmp_path)
     assert cache.image is None and cache.text is not None
-    with pytest.raises(TrunkCacheError, match="train_crop_scale=null") as err:
+    with pytest.raises(TrunkCacheError, match="aug=none") as err:
         build_trunk_cache(model, "true", _inputs(images=False), tmp_path)
     assert "\n" not in str(err.value)
     with pytest.raises(TrunkCacheError, match="streams"):
@@ -230,10 +230,11 @@ def test_run_config_decides_and_keys_by_dataset(model, tmp_path) -> None:
 
     from vlexp.encoders.trunk_cache import trunk_cache_for_run
 
-    def cfg(crop):
+    def cfg(crop, gray=0.0):
         return OmegaConf.create(
             {
-                "data": {"source": {"name": "synthetic"}, "train_crop_scale": crop},
+                "data": {"source": {"name": "synthetic"}},
+                "aug": {"scale": crop, "gray_scale_prob": gray},
                 "filter": {"name": "none"},
                 "seed": 0,
                 "paths": {"cache_dir": str(tmp_path)},
@@ -243,6 +244,7 @@ def test_run_config_decides_and_keys_by_dataset(model, tmp_path) -> None:
     pairs = _Pairs(CAPTIONS)
     cropped = trunk_cache_for_run(model, cfg([0.9, 1.0]), pairs)
     assert cropped.image is None and cropped.text is not None
+    assert trunk_cache_for_run(model, cfg(None, gray=0.2), pairs).image is None  # colour: random
     fixed = trunk_cache_for_run(model, cfg(None), pairs)
     assert fixed.image is not None and fixed.text.store.folder == cropped.text.store.folder
     other = trunk_cache_for_run(model, cfg(None), _Pairs(CAPTIONS[::-1]))
@@ -308,8 +310,8 @@ def test_towers_frozen_whole_cache_pooled_output(tmp_path) -> None:
 
 def test_experiment_tonics_trains_on_fixed_images() -> None:
     """The recipe's images are uncropped and its towers locked, so both are cached whole."""
-    from conftest import compose_cfg
+    from tests.conftest import compose_cfg
 
     cfg = compose_cfg(["experiment=tonics"])
-    assert cfg.data.train_crop_scale is None and cfg.encoder.trunk_cache == "auto"
+    assert cfg.aug.scale is None and cfg.encoder.trunk_cache == "auto"
     assert cfg.encoder.image.freeze == "all" and cfg.encoder.text.freeze == "all"

@@ -2,3 +2,4 @@
 
 - extra_sets.py: eval/test_clip_benchmark.py, eval/test_eval_datasets.py
 """
+

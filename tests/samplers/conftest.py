@@ -2,6 +2,7 @@
 
 - base.py: the tests of the modules that use it (no direct import)
 - random.py: the tests of the modules that use it (no direct import)
-- tagging.py: samplers/test_tonics_curriculum.py, samplers/test_tonics_tagging.py, test_config.py, test_notices.py
-- tonics.py: experiments/test_experiment_tonics.py, samplers/test_tonics_index.py, samplers/test_tonics_ranks.py, samplers/test_tonics_sampler.py ...
+- tagging.py: samplers/test_tonics_curriculum.py, samplers/test_tonics_groups.py, samplers/test_tonics_tagging.py, test_config.py ...
+- tonics.py: experiments/test_experiment_tonics.py, samplers/test_tonics_groups.py, samplers/test_tonics_index.py, samplers/test_tonics_ranks.py ...
 """
+

@@ -89,8 +89,8 @@ def test_captions_source_tags_the_captions_on_the_fly() -> None:
 
 def test_auto_prefers_data_tags_that_cover_enough_else_captions() -> None:
     names = ["thing"]
-    full = pairs(CAPS, [[0]] * 8, names)
-    tags = resolve_train_tags(full, None, shipped_cfg(backend="rules"))
+    full = pairs(CAPS, [[0]] * 8, names)  # no caption names "thing": groups=any keeps the tags
+    tags = resolve_train_tags(full, None, shipped_cfg(backend="rules", groups="any"))
     assert tags.report.source == "data" and tags.table.class_names == names
     sparse = pairs(CAPS, [[0]] + [[]] * 7, names)  # data covers 1/8 < 0.5; captions 5/8
     tags = resolve_train_tags(sparse, None, shipped_cfg(backend="rules"))

@@ -49,6 +49,7 @@ OBJECTIVE_CONFIGS = {
         "alpha_max": 0.5,
     },
     "concepts": {"name": "concepts", "teacher": {"name": "synthetic"}, "text_weight": 1.0},
+    "siglip": {"name": "siglip"},
 }
 
 
@@ -63,7 +64,8 @@ def _objective(name: str, teacher_file: str):
         obj.set_targets(torch.randn(B, obj.teacher.num_concepts, generator=g) * 3)
         with torch.no_grad():  # confident heads, as after training (logits of a few units)
             for head in (obj.image_head, obj.text_head):
-                head.weight.mul_(30.0)
+                head.weight.normal_()  # rows longer than 1: a cosine classifier
+                head.log_scale.fill_(math.log(30.0))
     return obj
 
 
@@ -258,13 +260,14 @@ PRECISIONS = [
 
 
 def _every_objective(teacher_file: str) -> list[str]:
-    """HN-NCE + concept heads (DiHT) + SoftAlign with an EMA teacher, TOnICS batches."""
+    """HN-NCE + concept heads (DiHT) + SoftAlign with an EMA teacher + SigLIP, TOnICS batches."""
     return [
         "objective=diht_synthetic",
         f"objective.terms.concepts.teacher.weights={teacher_file}",
         "objective.terms.concepts.text_weight=1.0",
         "objective.terms.concepts.progress=false",
         "+objective.terms.soft={name: softalign, weight: 0.5, teacher: ema}",
+        "+objective.terms.sigmoid={name: siglip, weight: 0.5}",
         "sampler=tonics",
     ]
 

@@ -171,7 +171,7 @@ def test_grad_checkpointing_recomputes_and_keeps_gradients(encoder):
             embed_dim=32,
         )
         model = ENCODERS.build({"name": "open_clip", "model_cfg": cfg})
-        vis_block = model.image_tower.transformer.resblocks[0].mlp
+        vis_block = model.image_tower.model.transformer.resblocks[0].mlp
         txt_block = model.text_tower.text.transformer.resblocks[0].mlp
     ref = copy.deepcopy(model)
     loss_ref, grads_ref = _loss_and_grads(ref)

@@ -1,9 +1,9 @@
 """The ``vlexp`` command: ``vlexp <command> [key=value ...]``.
 
-``train``, ``eval``, ``filter``, ``tag``, ``fewshot``, ``export`` and ``teacher`` are
-Hydra apps (configs from conf/, the same ``group=option key=value`` overrides, ``--help``,
-``--cfg job``, ``-m`` sweeps and ``--shell-completion``); ``clip_benchmark`` keeps its
-``--flag`` options. Nothing heavy (torch, Lightning) is imported until a command actually
+``train``, ``eval``, ``filter``, ``tag``, ``fewshot``, ``export``, ``export-model`` and
+``teacher`` are Hydra apps (configs from conf/, the same ``group=option key=value``
+overrides, ``--help``, ``--cfg job``, ``-m`` sweeps and ``--shell-completion``);
+``clip_benchmark`` keeps its ``--flag`` options. Nothing heavy (torch, Lightning) is imported until a command actually
 runs, so ``--help`` and ``--cfg job`` answer quickly.
 """
 
@@ -49,6 +49,11 @@ COMMANDS: dict[str, Command] = {
         "vlexp.cli.fewshot:run", "few-shot linear probes of a checkpoint", "fewshot"
     ),
     "export": Command("vlexp.cli.export:run", "write a data source as CSV or tar shards", "export"),
+    "export-model": Command(
+        "vlexp.cli.export_model:run",
+        "write a checkpoint for open_clip / transformers",
+        "export_model",
+    ),
     "teacher": Command("vlexp.cli.teacher:run", "train the synthetic concept teacher", "teacher"),
     "clip_benchmark": Command("vlexp.cli.clip_benchmark:main", "CLIP_benchmark on a checkpoint"),
 }

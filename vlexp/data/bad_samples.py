@@ -12,7 +12,10 @@ Records that are kept but altered (a tag name missing from the class list) are
 
 Map-style readers count *rows*: a counter built with ``num_rows`` counts each row once,
 at its first look, however often it is read again (later epochs, other workers), so
-``seen`` is the number of distinct samples looked at. Streams count every read.
+``seen`` is the number of distinct samples looked at; a row's notes count at that first
+look too. Streams do the same with each sample's global position when the shard sizes
+are known (``sizes.json``), so both readers count the same samples on the same shards;
+without sizes a stream counts every read.
 
 DataLoader workers hold copies of the readers, so their counts would stay in the
 workers. :class:`BadSampleTally` (the datamodule's, in the main process) moves a
@@ -49,6 +52,8 @@ UNREADABLE_SHARD = "unreadable_shard"
 UNKNOWN_TAG = "unknown_tag"
 UNKNOWN_LABEL = "unknown_label"
 BAD_ENCODING = "bad_encoding"
+MALFORMED_ROW = "malformed_row"
+TOO_LARGE = "too_large"
 
 BAD_SAMPLES_KEY = "bad_samples"
 """Item and batch field carrying :class:`ReadLog` records from loader workers."""
@@ -60,9 +65,9 @@ _UNSEEN, _GOOD, _BAD = 0, 1, 2
 class ReadLog:
     """What one reader looked at while producing some items (plain, picklable).
 
-    ``good_rows``: rows read fine (map-style readers); ``good``: samples read fine that
-    have no row id (streams); ``bad`` / ``notes``: ``(reason, row or -1, detail)``;
-    ``lost``: ``(reason, count, detail)`` for samples lost together (a cut shard).
+    ``good_rows``: rows read fine; ``good``: samples read fine that have no row id;
+    ``bad`` / ``notes``: ``(reason, row or -1, detail)``; ``lost``: ``(reason, count,
+    detail, first row or -1)`` for consecutive samples lost together (a cut shard).
     """
 
     source: str
@@ -70,7 +75,7 @@ class ReadLog:
     good: int = 0
     bad: list[tuple[str, int, str]] = field(default_factory=list)
     notes: list[tuple[str, int, str]] = field(default_factory=list)
-    lost: list[tuple[str, int, str]] = field(default_factory=list)
+    lost: list[tuple[str, int, str, int]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.good_rows or self.good or self.bad or self.notes or self.lost)
@@ -151,9 +156,13 @@ class BadSampleCounter:
         """True when this counter records for the main process instead of counting."""
         return self._outbox is not None
 
+    def _tracks(self, row: int | None) -> bool:
+        """Whether ``row`` is a row this counter counts once (else every time)."""
+        return row is not None and self._status is not None and 0 <= row < len(self._status)
+
     def _first_look(self, row: int | None, status: int) -> bool:
         """False when ``row`` was already counted (rows are counted once)."""
-        if row is None or row < 0 or self._status is None:
+        if not self._tracks(row):
             return True
         if self._status[row] != _UNSEEN:
             return False
@@ -187,21 +196,38 @@ class BadSampleCounter:
         if check:
             self.check()
 
-    def lost(self, reason: str, count: int, detail: str = "", check: bool = True) -> None:
+    def lost(
+        self,
+        reason: str,
+        count: int,
+        detail: str = "",
+        check: bool = True,
+        first_row: int | None = None,
+    ) -> None:
         """Record ``count`` samples lost together (e.g. the tail of a truncated shard),
-        logged as one occurrence."""
+        logged as one occurrence; rows ``first_row ...`` when known (counted once)."""
         if self._outbox is not None:
-            self._outbox.lost.append((reason, int(count), detail))
+            row = -1 if first_row is None else int(first_row)
+            self._outbox.lost.append((reason, int(count), detail, row))
             return
+        if self._tracks(first_row):
+            rows = self._status[first_row : first_row + int(count)]  # type: ignore[index,operator]
+            count = int((rows == _UNSEEN).sum())
+            rows[:] = np.where(rows == _UNSEEN, _BAD, rows)
+            if not count:
+                return
         self.bad[reason] += int(count)
         self._remember(reason, detail, self.bad[reason] - int(count) + 1, "skipped")
         if check:
             self.check()
 
     def note(self, reason: str, detail: str = "", row: int | None = None) -> None:
-        """Record a sample that was kept but altered (not part of the bad fraction)."""
+        """Record a sample that was kept but altered (not part of the bad fraction); a
+        row's notes count until the row itself is counted (at its first look)."""
         if self._outbox is not None:
             self._outbox.notes.append((reason, -1 if row is None else int(row), detail))
+            return
+        if self._tracks(row) and self._status[row] != _UNSEEN:  # type: ignore[index]
             return
         self.notes[reason] += 1
         self._remember(reason, detail, self.notes[reason], "kept, altered")
@@ -224,16 +250,16 @@ class BadSampleCounter:
 
     def apply(self, records: ReadLog) -> None:
         """Count the records of a :class:`ReadLog` (then check the ceiling once)."""
+        for reason, row, detail in records.notes:  # before their rows are counted
+            self.note(reason, detail, row=None if row < 0 else row)
         for row in records.good_rows:
             if self._first_look(row, _GOOD):
                 self.good += 1
         self.good += records.good
         for reason, row, detail in records.bad:
             self.add(reason, detail, check=False, row=None if row < 0 else row)
-        for reason, count, detail in records.lost:
-            self.lost(reason, count, detail, check=False)
-        for reason, _row, detail in records.notes:
-            self.note(reason, detail)
+        for reason, count, detail, first in records.lost:
+            self.lost(reason, count, detail, check=False, first_row=None if first < 0 else first)
         self.check()
 
     def _remember(self, reason: str, detail: str, count: int, what: str) -> None:
@@ -245,12 +271,20 @@ class BadSampleCounter:
             if count == self.log_first:
                 log.warning("%s: further '%s' samples are counted, not logged", self.name, reason)
 
-    def start_up(self, rows: int, dropped: Counter[str], examples: dict[str, list[str]]) -> None:
-        """Start from a check that looked at all ``rows`` rows and dropped ``dropped``
-        (per reason); the rows it kept are counted when read (see :attr:`bad_fraction`)."""
+    def start_up(
+        self,
+        rows: int,
+        dropped: Counter[str],
+        examples: dict[str, list[str]],
+        notes: Counter[str] | None = None,
+    ) -> None:
+        """Start from a check that looked at all ``rows`` rows, dropped ``dropped`` and
+        noted ``notes`` (per reason); the rows it kept are counted when read (see
+        :attr:`bad_fraction`)."""
         self.checked_rows = int(rows)
         self.checked_bad = sum(dropped.values())
         self.bad.update(dropped)
+        self.notes.update(notes or {})
         for k, v in examples.items():
             self.examples.setdefault(k, []).extend(v[:5])
 
@@ -289,7 +323,9 @@ class BadSampleCounter:
     # ---------------------------------------------------------------- reporting
     def as_dict(self) -> dict[str, Any]:
         """Plain summary: ``seen``, ``good``, ``bad``, ``bad_fraction``, ``by_reason``,
-        ``notes`` and, after a start-up check, ``rows`` (the rows it looked at)."""
+        ``notes`` and, after a start-up check, ``rows`` (the rows it looked at) and
+        ``dropped_at_start`` (the bad ones among them, included in ``bad``: every DDP
+        rank runs the check, so a total over ranks counts them once)."""
         out: dict[str, Any] = {
             "seen": self.seen,
             "good": self.good,
@@ -300,6 +336,7 @@ class BadSampleCounter:
         }
         if self.checked_rows is not None:
             out["rows"] = self.checked_rows
+            out["dropped_at_start"] = self.checked_bad
         return out
 
     def merge(self, other: BadSampleCounter) -> BadSampleCounter:
@@ -393,6 +430,7 @@ class BadSampleTally:
 
     def __init__(self) -> None:
         self.counters: dict[str, BadSampleCounter] = {}
+        self.read_keys: set[str] = set()  # readers whose batches this process consumed
 
     def track(self, key: str, reader: Any) -> None:
         """Take over ``reader.bad`` (its counts so far included) under ``key`` and give
@@ -409,12 +447,17 @@ class BadSampleTally:
             for records in batch.pop(BAD_SAMPLES_KEY, None) or ():
                 counter = self.counters.get(records.source)
                 if counter is not None:
+                    self.read_keys.add(records.source)
                     counter.apply(records)
         return batch
 
     def report(self) -> dict[str, dict[str, Any]]:
         """``{key: counter.as_dict()}``."""
         return {k: c.as_dict() for k, c in self.counters.items()}
+
+    def read_report(self) -> dict[str, dict[str, Any]]:
+        """:meth:`report` of the readers this process read batches of."""
+        return {k: self.counters[k].as_dict() for k in sorted(self.read_keys)}
 
     def log_summary(self) -> None:
         """One summary line per tracked reader."""

@@ -1,9 +1,10 @@
 """Image transforms, batch collation (tokenisation happens here, in loader workers) and
-the keyed training loader that makes random crops independent of RNG state.
+the keyed training loader that makes random augmentation independent of RNG state.
 
-Exact resume: every training sample's crop is drawn from its own seed, derived from
-``(run seed, epoch, sample index)`` (:func:`augmentation_seed`). The crop of a sample
-therefore does not depend on the number of loader workers, on what was drawn before it,
+Exact resume: every training sample's augmentation (crop, colour jitter, grayscale;
+options in :mod:`vlexp.data.augment`) is drawn from its own seed, derived from
+``(run seed, epoch, sample index)`` (:func:`augmentation_seed`). The pixels of a sample
+therefore do not depend on the number of loader workers, on what was drawn before it,
 or on whether the run was interrupted and resumed; a resumed run sees the same pixels
 as an uninterrupted one.
 """
@@ -22,7 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-CROP_RATIO = (0.9, 1.1)
+from vlexp.data.augment import CROP_RATIO, Augment, apply_colour
 
 
 def augmentation_seed(seed: int, epoch: int, index: int) -> int:
@@ -32,12 +33,16 @@ def augmentation_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class TrainTransform:
-    """Random resized crop (no flips: they would falsify 'left of' captions), tensor
+    """Random resized crop (no flips: they would falsify 'left of' captions), optional
+    colour jitter and grayscale (``aug``, :class:`~vlexp.data.augment.Augment`), tensor
     conversion and normalisation.
 
-    Called with a ``seed``, the crop box is drawn from that seed alone (torchvision's
-    ``RandomResizedCrop`` algorithm on a private generator state; the global RNG is left
-    as it was); without one, from the global torch RNG like ``RandomResizedCrop``.
+    Called with a ``seed``, every random choice is drawn from that seed alone (the crop
+    with torchvision's ``RandomResizedCrop`` algorithm on a private generator state; the
+    global RNG is left as it was); without one, from the global torch RNG like
+    ``RandomResizedCrop``. Without a crop (``aug.scale`` null) the geometry is the
+    evaluation transform's. Colour works on the resized float pixels in ``[0, 1]``; an
+    image that draws no colour change gets the same pixels as without colour options.
 
     With ``fused`` (default), an RGB PIL image is cropped, resized and normalised in one
     pass over its uint8 pixels: a channels-last uint8 view, torch's antialiased bilinear
@@ -55,44 +60,70 @@ class TrainTransform:
         crop_scale: Sequence[float] = (0.9, 1.0),
         ratio: Sequence[float] = CROP_RATIO,
         fused: bool = True,
+        aug: Augment | None = None,
     ) -> None:
         self.size = [image_size, image_size]
-        self.scale = [float(v) for v in crop_scale]
-        self.ratio = [float(v) for v in ratio]
+        if aug is None:
+            aug = Augment(scale=(float(crop_scale[0]), float(crop_scale[1])), ratio=tuple(ratio))
+        self.aug = aug
         self.finish = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+        self.normalize = T.Normalize(mean, std)
+        self.geometry = T.Compose(
+            [T.Resize(image_size, antialias=True), T.CenterCrop(image_size), T.ToTensor()]
+        )
         self.fused = fused
         std_t = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
         self._scale = 1.0 / (255.0 * std_t)
         self._shift = -torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1) / std_t
 
-    def crop_box(self, image: Any, seed: int | None = None) -> tuple[int, int, int, int]:
-        """``(top, left, height, width)`` of the crop of ``image``."""
-        if seed is None:
-            return T.RandomResizedCrop.get_params(image, self.scale, self.ratio)
-        with torch.random.fork_rng(devices=[]):  # CPU generator only, restored on exit
-            torch.default_generator.manual_seed(int(seed))
-            return T.RandomResizedCrop.get_params(image, self.scale, self.ratio)
+    def crop_box(self, image: Any, seed: int | None = None) -> tuple[int, int, int, int] | None:
+        """``(top, left, height, width)`` of the crop of ``image`` (None: no random crop)."""
+        return self.aug.draw(image, seed).box
 
     def __call__(self, image: Any, seed: int | None = None) -> torch.Tensor:
-        top, left, h, w = self.crop_box(image, seed)
+        draw = self.aug.draw(image, seed)
+        if draw.box is None:
+            return self.normalize(apply_colour(self.geometry(image), draw))
+        if draw.jitter is not None or draw.gray:
+            return self.normalize(apply_colour(self._resized(image, draw.box), draw))
+        top, left, h, w = draw.box
         if self.fused and isinstance(image, Image.Image) and image.mode == "RGB":
-            return self._fused(image, (top, left, h, w))
+            return self._fused(image, draw.box)
         return self.finish(TF.resized_crop(image, top, left, h, w, self.size, antialias=True))
 
-    def _fused(self, image: Image.Image, box: tuple[int, int, int, int]) -> torch.Tensor:
-        """Crop, resize and normalise on uint8 pixels (see the class docstring)."""
+    def _resized(self, image: Any, box: tuple[int, int, int, int]) -> torch.Tensor:
+        """The resized crop as float pixels in ``[0, 1]`` (3, H, W), before normalisation."""
+        if self.fused and isinstance(image, Image.Image) and image.mode == "RGB":
+            x = self._fused_uint8(image, box)
+            if x is not None:
+                return x.float().div_(255.0)
+        top, left, h, w = box
+        return TF.to_tensor(TF.resized_crop(image, top, left, h, w, self.size, antialias=True))
+
+    def _fused_uint8(
+        self, image: Image.Image, box: tuple[int, int, int, int]
+    ) -> torch.Tensor | None:
+        """Crop and resize on uint8 pixels, (3, H, W); None when the box leaves the image."""
         top, left, h, w = box
         with warnings.catch_warnings():  # a read-only view; it is copied right below
             warnings.simplefilter("ignore", UserWarning)
             pixels = torch.from_numpy(np.asarray(image))
         crop = pixels[max(top, 0) : top + h, max(left, 0) : left + w]
-        if crop.shape[0] != h or crop.shape[1] != w:  # box outside the image: the PIL path pads
-            return self.finish(TF.resized_crop(image, top, left, h, w, self.size, antialias=True))
+        if crop.shape[0] != h or crop.shape[1] != w:
+            return None
         x = crop.permute(2, 0, 1)[None].contiguous(memory_format=torch.channels_last)
         if [h, w] != self.size:
             x = F.interpolate(x, size=self.size, mode="bilinear", antialias=True)
-        out = torch.empty(x.shape[1:], dtype=torch.float32)
-        out.copy_(x[0])
+        return x[0]
+
+    def _fused(self, image: Image.Image, box: tuple[int, int, int, int]) -> torch.Tensor:
+        """Crop, resize and normalise on uint8 pixels (see the class docstring)."""
+        x = self._fused_uint8(image, box)
+        if x is None:  # box outside the image: the PIL path pads
+            top, left, h, w = box
+            return self.finish(TF.resized_crop(image, top, left, h, w, self.size, antialias=True))
+        out = torch.empty(x.shape, dtype=torch.float32)
+        out.copy_(x)
         return out.mul_(self._scale).add_(self._shift)
 
 
@@ -102,11 +133,15 @@ def image_transform(
     std: Sequence[float],
     train: bool,
     crop_scale: Sequence[float] | None = (0.9, 1.0),
+    aug: Augment | None = None,
 ) -> Callable:
-    """Train: :class:`TrainTransform` (random resized crop, seedable per sample), or with
-    ``crop_scale=None`` the eval transform (fixed pixels per sample; takes and ignores a
-    seed). Eval: resize + centre crop. All end with tensor conversion and normalisation."""
-    if train and crop_scale is not None:
+    """Train: :class:`TrainTransform` (random augmentation ``aug``, seedable per sample;
+    without ``aug``, a crop of ``crop_scale``), or when nothing is random (``aug.fixed``,
+    ``crop_scale=None``) the eval transform (takes and ignores a seed). Eval: resize +
+    centre crop. All end with tensor conversion and normalisation."""
+    if train and aug is not None and not aug.fixed:
+        return TrainTransform(image_size, mean, std, aug=aug)
+    if train and aug is None and crop_scale is not None:
         return TrainTransform(image_size, mean, std, crop_scale)
     geo = [T.Resize(image_size, antialias=True), T.CenterCrop(image_size)]
     fixed = T.Compose([*geo, T.ToTensor(), T.Normalize(mean, std)])

@@ -11,7 +11,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
@@ -76,16 +78,67 @@ class PackedStrings(Sequence[str]):
 
 
 # --------------------------------------------------------------------- images
-def decode_image(data: bytes | str | os.PathLike) -> Image.Image:
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+"""Images with more pixels are refused from their header: 40 MP is above any common
+camera (8000x5000) and far above web caption data (mostly under 2 MP), and bounds one
+decoded image at 120 MB of RGB per loader worker. ``data.max_image_pixels`` sets it."""
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header declares more pixels than the cap; it is never decoded."""
+
+
+def decode_image(
+    data: bytes | str | os.PathLike,
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    draft_side: int | None = None,
+) -> Image.Image:
     """Decode image bytes (or a file) fully into an RGB PIL image.
 
-    Raises ``OSError``/``ValueError``/``SyntaxError`` (PIL's errors) for broken data; the
-    pixel data are loaded here so that truncated files fail now, not later in a transform.
+    The size is read from the header first: more than ``max_pixels`` raises
+    :class:`ImageTooLarge` before any pixel is decoded (as does PIL's own hard limit,
+    ``2 * Image.MAX_IMAGE_PIXELS``). A JPEG at least twice ``draft_side`` on both sides
+    is decoded reduced by a power of two (PIL's draft mode, done in the DCT), to no less
+    than ``draft_side`` per side. Raises ``OSError``/``ValueError``/``SyntaxError`` (PIL's
+    errors) for broken data; the pixels are loaded here so that truncated files fail
+    now, not later in a transform.
     """
     src = io.BytesIO(data) if isinstance(data, bytes | bytearray | memoryview) else data
-    with Image.open(src) as img:
+    with warnings.catch_warnings():  # the cap below replaces PIL's bomb warning
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(src)
+        except Image.DecompressionBombError as e:
+            raise ImageTooLarge(str(e)) from None
+    with img:
+        w, h = img.size
+        if max_pixels is not None and w * h > max_pixels:
+            raise ImageTooLarge(f"{w}x{h} = {w * h:,} pixels, above the cap of {max_pixels:,}")
+        if draft_side and img.format == "JPEG" and min(w, h) >= 2 * draft_side:
+            img.draft("RGB", (draft_side, draft_side))
         img.load()
         return img.convert("RGB") if img.mode != "RGB" else img.copy()
+
+
+@dataclass(frozen=True)
+class ImageDecoder:
+    """How a reader decodes its images: the pixel cap and the JPEG draft side (see
+    :func:`decode_image`); picklable, so loader workers get it with the reader."""
+
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+    draft_side: int | None = None
+
+    def __call__(self, data: bytes | str | os.PathLike) -> Image.Image:
+        return decode_image(data, self.max_pixels, self.draft_side)
+
+
+def image_error_reason(error: BaseException) -> str:
+    """The bad-sample reason of an image that failed to decode."""
+    if isinstance(error, ImageTooLarge):
+        return R.TOO_LARGE
+    if isinstance(error, FileNotFoundError):
+        return R.MISSING_IMAGE
+    return R.BROKEN_IMAGE
 
 
 IMAGE_ERRORS: tuple[type[BaseException], ...] = (
@@ -171,9 +224,14 @@ class ClassVocab:
         return None
 
     def tag_ids(
-        self, tags: Iterable[Any], counter: BadSampleCounter | None, where: str
+        self,
+        tags: Iterable[Any],
+        counter: BadSampleCounter | None,
+        where: str,
+        row: int | None = None,
     ) -> list[int]:
-        """Class ids of tag names (ints are taken as ids); unknown ones dropped as notes."""
+        """Class ids of tag names (ints are taken as ids); unknown ones dropped as notes
+        (of ``row`` when given)."""
         out: list[int] = []
         for t in tags:
             if isinstance(t, int | np.integer) and not isinstance(t, bool) and 0 <= t < len(self):
@@ -181,11 +239,14 @@ class ClassVocab:
             elif isinstance(t, str) and t in self.ids:
                 out.append(self.ids[t])
             elif counter is not None:
-                counter.note(R.UNKNOWN_TAG, f"{where}: tag {t!r} is not a known class")
+                counter.note(R.UNKNOWN_TAG, f"{where}: tag {t!r} is not a known class", row=row)
         return out
 
-    def label_id(self, label: Any, counter: BadSampleCounter | None, where: str) -> int:
-        """Class id of a label (int id, int-like string or class name); -1 when missing."""
+    def label_id(
+        self, label: Any, counter: BadSampleCounter | None, where: str, row: int | None = None
+    ) -> int:
+        """Class id of a label (int id, int-like string or class name); -1 when missing;
+        an unknown name is a note (of ``row`` when given)."""
         if label is None or label == "" or (isinstance(label, float) and np.isnan(label)):
             return -1
         if isinstance(label, int | np.integer):
@@ -199,7 +260,8 @@ class ClassVocab:
             return int(text)
         except ValueError:
             if counter is not None:
-                counter.note(R.UNKNOWN_LABEL, f"{where}: label {label!r} is not a known class")
+                detail = f"{where}: label {label!r} is not a known class"
+                counter.note(R.UNKNOWN_LABEL, detail, row=row)
             return -1
 
     def table(self, tags: Sequence[Sequence[int]]) -> TagTable:

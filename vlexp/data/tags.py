@@ -520,7 +520,7 @@ def class_pair_counts(table: TagTable) -> np.ndarray:
 class TagCoverage:
     """How well a tag table covers its pairs: tagged share and pairs per class."""
 
-    source: str  # where the tags came from: "data", "captions" or "file"
+    source: str  # where the tags came from: "data", "captions", "file" or "data+captions"
     num_pairs: int
     num_tagged: int
     class_names: list[str] = field(default_factory=list)

@@ -22,6 +22,8 @@ class TwoTower(nn.Module):
     zero-shot evaluation and CLIP_benchmark call). ``tokenize(list[str])`` returns the
     tensors ``encode_text`` takes. ``image_mean``/``image_std``/``image_size`` tell the
     data pipeline how to preprocess images for this image tower.
+    ``pretrained_logit_bias`` is the logit bias of a sigmoid-loss checkpoint the towers
+    were loaded from (None otherwise); ``objective=siglip`` starts from it.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class TwoTower(nn.Module):
         self.log_logit_scale = nn.Parameter(
             torch.tensor(math.log(1.0 / init_temperature)), requires_grad=learn_temperature
         )
+        self.pretrained_logit_bias: float | None = None
 
     def logit_scale(self) -> torch.Tensor:
         """``1 / tau``, clamped to ``max_logit_scale`` (as CLIP does)."""

@@ -12,17 +12,32 @@ belong to the last block, as timm's layer grouping does. Freeze modes:
 
 Frozen sub-modules stay in eval mode even while the model trains (BatchNorm keeps its
 running statistics, dropout is off), so a frozen part computes exactly what the
-pre-trained network computes.
+pre-trained network computes. ``freeze_norm_stats: true`` also keeps the BatchNorm layers
+of the *trainable* blocks in eval mode (their affine weights train, their running
+statistics stay the pre-trained ones: open_clip's ``--lock-image-freeze-bn-stats``).
+:data:`TOWER_SCHEMA` declares these options once for every preset's tower sections.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
+from vlexp.registry import Opt
+
+log = logging.getLogger("vlexp")
+
 FREEZE_MODES = ("none", "all", "last_n")
+# the options of an ``encoder.image`` / ``encoder.text`` section that say what trains
+TOWER_SCHEMA: dict[str, Opt] = {
+    "freeze": Opt(choices=FREEZE_MODES),
+    "last_n": Opt(int, lo=0),
+}
+IMAGE_TOWER_SCHEMA: dict[str, Opt] = {**TOWER_SCHEMA, "freeze_norm_stats": Opt(bool)}
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,7 @@ class FreezeReport:
     num_blocks: int
     params_trainable: int
     params_total: int
+    norm_stats_frozen: int = 0  # BatchNorm layers of trainable blocks kept in eval mode
 
     def __str__(self) -> str:
         what = (
@@ -41,9 +57,14 @@ class FreezeReport:
             if self.mode == "last_n"
             else self.mode
         )
+        norms = (
+            f", running statistics of {self.norm_stats_frozen} trainable BatchNorm layers fixed"
+            if self.norm_stats_frozen
+            else ""
+        )
         return (
             f"freeze={self.mode} ({what}): {self.params_trainable:,} of "
-            f"{self.params_total:,} tower parameters trainable"
+            f"{self.params_total:,} tower parameters trainable{norms}"
         )
 
 
@@ -53,6 +74,21 @@ def check_freeze(mode: str, last_n: int, where: str) -> None:
         raise ValueError(f"{where}.freeze must be one of {list(FREEZE_MODES)}, got {mode!r}")
     if not isinstance(last_n, int) or isinstance(last_n, bool) or last_n < 0:
         raise ValueError(f"{where}.last_n must be an integer >= 0, got {last_n!r}")
+
+
+def tower_section(
+    cfg: Mapping[str, Any] | None, defaults: Mapping[str, Any], where: str
+) -> dict[str, Any]:
+    """``defaults`` updated with ``cfg``; unknown keys are an error naming the accepted ones."""
+    cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - set(defaults))
+    if unknown:
+        raise TypeError(
+            f"{where} got unknown option(s) {unknown}; accepted options: {sorted(defaults)}"
+        )
+    out = {**defaults, **cfg}
+    check_freeze(out["freeze"], out["last_n"], where)
+    return out
 
 
 def groups_from_blocks(
@@ -127,6 +163,18 @@ def _count(params: Iterable[nn.Parameter]) -> int:
     return sum(p.numel() for p in params)
 
 
+def trainable_batch_norms(module: nn.Module, frozen: Sequence[str]) -> list[str]:
+    """Names of the BatchNorm layers of ``module`` outside the ``frozen`` sub-modules."""
+    if "" in frozen:
+        return []
+    return [
+        name
+        for name, m in module.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and not any(name == f or name.startswith(f + ".") for f in frozen)
+    ]
+
+
 class FreezableMixin:
     """Mixin for ``nn.Module`` towers: :meth:`freeze` by mode, frozen parts stay in eval mode.
 
@@ -140,8 +188,15 @@ class FreezableMixin:
         """Parameter names grouped as [stem, block_1, ..., block_N] (names relative to self)."""
         raise NotImplementedError
 
-    def freeze(self, mode: str = "none", last_n: int = 1, where: str = "tower") -> FreezeReport:
-        """Set ``requires_grad`` by ``mode`` (see the module docstring) and remember frozen parts."""
+    def freeze(
+        self,
+        mode: str = "none",
+        last_n: int = 1,
+        where: str = "tower",
+        freeze_norm_stats: bool = False,
+    ) -> FreezeReport:
+        """Set ``requires_grad`` by ``mode`` (see the module docstring) and remember frozen
+        parts; ``freeze_norm_stats`` also keeps the trainable BatchNorm layers in eval mode."""
         check_freeze(mode, last_n, where)
         module: nn.Module = self  # type: ignore[assignment]
         params = dict(module.named_parameters())
@@ -164,7 +219,14 @@ class FreezableMixin:
             trainable = {n for g in groups[len(groups) - last_n :] for n in g}
         for name, p in params.items():
             p.requires_grad_(name in trainable)
-        self._frozen_modules = tuple(frozen_subtrees(module))
+        frozen = frozen_subtrees(module)
+        norms = trainable_batch_norms(module, frozen) if freeze_norm_stats else []
+        if freeze_norm_stats and not norms:
+            raise ValueError(
+                f"{where}.freeze_norm_stats=true but the trainable part of the tower holds no "
+                "BatchNorm layer (frozen parts always keep their statistics); drop the option"
+            )
+        self._frozen_modules = tuple(frozen + norms)
         module.train(module.training)
         return FreezeReport(
             mode,
@@ -172,6 +234,7 @@ class FreezableMixin:
             num_blocks,
             _count(p for n, p in params.items() if n in trainable),
             _count(params.values()),
+            len(norms),
         )
 
     @property
@@ -189,3 +252,29 @@ class FreezableMixin:
                 else:
                     self.get_submodule(name).train(False)  # type: ignore[attr-defined]
         return self
+
+
+def freeze_towers(
+    image_tower: FreezableMixin,
+    text_tower: FreezableMixin,
+    image: Mapping[str, Any],
+    text: Mapping[str, Any],
+    where: str = "encoder",
+) -> dict[str, FreezeReport]:
+    """Freeze both towers by their sections (``freeze``, ``last_n``, ``freeze_norm_stats``)
+    and log one line per tower; the reports by side."""
+    reports: dict[str, FreezeReport] = {}
+    for side, tower, spec in (("image", image_tower, image), ("text", text_tower, text)):
+        reports[side] = tower.freeze(
+            spec["freeze"],
+            spec["last_n"],
+            f"{where}.{side}",
+            freeze_norm_stats=bool(spec.get("freeze_norm_stats", False)),
+        )
+        if spec.get("patch_dropout") and tower.frozen_module_names == ("",):
+            raise ValueError(
+                f"{where}.{side}.patch_dropout={spec['patch_dropout']} on a tower frozen whole: "
+                "it runs in eval mode and never drops a patch; let it train or drop the option"
+            )
+        log.info("%s %s tower: %s", where, side, reports[side])
+    return reports

@@ -93,6 +93,14 @@ class TimmImageTower(ImageTower):
 class OpenClipImageTower(ImageTower):
     """The image tower (``model.visual``) of an open_clip CLIP model."""
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        """Also load the visual's tensors saved without the ``model.`` level (checkpoints
+        of ``encoder=open_clip`` from before its towers became freezable)."""
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            if not key.startswith(f"{prefix}model."):
+                state_dict[f"{prefix}model.{key[len(prefix) :]}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     def param_groups(self) -> list[list[str]]:
         """[stem, block_1, ..., block_N]; the final norm / projection / attention pool join the last block."""
         from open_clip.modified_resnet import ModifiedResNet

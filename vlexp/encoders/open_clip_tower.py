@@ -15,8 +15,11 @@ such as ``open_clip_pytorch_model.bin`` or an ``open_clip_train`` checkpoint; or
 holding one), read without running code from it; a hub tag such as ``openai`` is refused.
 The loaded model computes what open_clip's model computes: open_clip's own output
 projections become :class:`TwoTower`'s bias-free linear projections (the same matrices,
-transposed) and its ``logit_scale`` becomes the model's temperature. The BPE tokenizer
-ships inside the ``open_clip_torch`` wheel.
+transposed) and its ``logit_scale`` becomes the model's temperature (a sigmoid-loss
+model's ``logit_bias`` is kept for ``objective=siglip``). The BPE tokenizer ships inside
+the ``open_clip_torch`` wheel. ``image``/``text`` say what trains (LiT locking,
+:mod:`vlexp.encoders.freezing`) and ``image.patch_dropout`` drops patch tokens
+(:mod:`vlexp.encoders.patch_dropout`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,23 @@ import torch
 from torch import nn
 
 from vlexp.encoders.base import ENCODERS, TwoTower
+from vlexp.encoders.freezing import (
+    IMAGE_TOWER_SCHEMA,
+    TOWER_SCHEMA,
+    FreezableMixin,
+    freeze_towers,
+    groups_from_blocks,
+    tower_section,
+)
+from vlexp.encoders.patch_dropout import (
+    IMAGE_SECTION_DOC,
+    PATCH_DROPOUT,
+    drops_only_while_training,
+    set_patch_dropout,
+)
+from vlexp.encoders.trunk_cache import TRUNK_CACHE_OPT, check_mode
 from vlexp.notices import LoadCounts, loaded_weights
+from vlexp.registry import Opt
 
 log = logging.getLogger("vlexp")
 
@@ -70,8 +89,12 @@ class OpenClipTokenizer:
         return {"input_ids": ids, "attention_mask": (ids != 0).long()}
 
 
-class OpenClipTextTower(nn.Module):
-    """open_clip ``TextTransformer`` without its projection: ``(ids, mask) -> (B, width)``."""
+class OpenClipTextTower(FreezableMixin, nn.Module):
+    """open_clip ``TextTransformer`` without its projection: ``(ids, mask) -> (B, width)``.
+
+    Its blocks (for ``freeze: last_n``) are the transformer's residual blocks; the token
+    and position embeddings are the stem and the final LayerNorm joins the last block.
+    """
 
     def __init__(self, text: nn.Module) -> None:
         super().__init__()
@@ -79,6 +102,13 @@ class OpenClipTextTower(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.text(input_ids)
+
+    def param_groups(self) -> list[list[str]]:
+        """[embeddings, block_1, ..., block_N]; ``ln_final`` joins the last block."""
+        blocks = [f"transformer.resblocks.{i}" for i in range(len(self.text.transformer.resblocks))]
+        stem = ("token_embedding", "positional_embedding", "cls_emb")
+        groups = groups_from_blocks(self.text, blocks, stem_prefixes=stem)
+        return [[f"text.{n}" for n in g] for g in groups]
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Activation checkpointing of the transformer blocks (open_clip's switch)."""
@@ -208,8 +238,6 @@ def _check_supported(cfg: Mapping[str, Any], where: str) -> None:
         reason = "its text tower or tokenizer comes from the Hugging Face hub; use encoder=hf_timm"
     elif "multimodal_cfg" in cfg:
         reason = "it is a captioning (CoCa) model"
-    elif cfg.get("init_logit_bias") is not None:
-        reason = "it is a sigmoid-loss (SigLIP) model with a logit bias"
     elif vision.get("attentional_pool") or text.get("embed_cls"):
         reason = "its towers use attentional pooling / an appended class token"
     if reason:
@@ -259,6 +287,7 @@ def load_open_clip_checkpoint(clip: nn.Module, path: Path, where: str = "encoder
     from vlexp.encoders.weights import read_state_dict
 
     state = convert_to_custom_text_state_dict(read_state_dict(path, f"{where}.pretrained"))
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
     try:
         resize_pos_embed(state, clip)
         resize_text_pos_embed(state, clip)
@@ -271,6 +300,13 @@ def load_open_clip_checkpoint(clip: nn.Module, path: Path, where: str = "encoder
             f"checkpoint of the architecture named by {where}.model"
         ) from err
     loaded_weights(path, f"{where} (open_clip CLIP model)", counts)
+    resized = [
+        f"{k} {shapes[k]} -> {tuple(v.shape)}" for k, v in state.items() if shapes[k] != v.shape
+    ]
+    if resized:
+        log.info(
+            "%s.pretrained=%s: position embeddings resampled: %s", where, path, ", ".join(resized)
+        )
 
 
 def _as_linear(proj: torch.Tensor) -> nn.Linear:
@@ -294,7 +330,31 @@ def _split_projection(tower: nn.Module, attr: str, embed_dim: int) -> tuple[int,
     return embed_dim, nn.Identity()
 
 
-@ENCODERS.register("open_clip")
+OPEN_CLIP_SCHEMA: dict[str, Opt] = {
+    "model": Opt(str, nullable=True),
+    "pretrained": Opt(str, nullable=True),
+    "model_cfg": Opt(dict, nullable=True),
+    "image_size": Opt(int, lo=1),
+    "image_mean": Opt(list, nullable=True),
+    "image_std": Opt(list, nullable=True),
+    "init_temperature": Opt(float, lo=0.0, hi=1.0, open_lo=True),
+    "max_logit_scale": Opt(float, lo=1.0),
+    "learn_temperature": Opt(bool),
+    "image": Opt(
+        dict,
+        nullable=True,
+        fields={**IMAGE_TOWER_SCHEMA, "patch_dropout": PATCH_DROPOUT},
+        test=drops_only_while_training,
+        doc=IMAGE_SECTION_DOC,
+    ),
+    "text": Opt(dict, nullable=True, fields=TOWER_SCHEMA),
+    "trunk_cache": TRUNK_CACHE_OPT,
+}
+IMAGE_DEFAULTS = {"freeze": "none", "last_n": 1, "freeze_norm_stats": False, "patch_dropout": None}
+TEXT_DEFAULTS = {"freeze": "none", "last_n": 1}
+
+
+@ENCODERS.register("open_clip", schema=OPEN_CLIP_SCHEMA)
 def open_clip_two_tower(
     model: str | None = None,
     pretrained: str | None = None,
@@ -305,6 +365,9 @@ def open_clip_two_tower(
     init_temperature: float = 0.07,
     max_logit_scale: float = 100.0,
     learn_temperature: bool = True,
+    image: Mapping[str, Any] | None = None,
+    text: Mapping[str, Any] | None = None,
+    trunk_cache: str | bool = "auto",
 ) -> TwoTower:
     """open_clip towers by name (``model``) or config (``model_cfg``), with local weights.
 
@@ -312,11 +375,16 @@ def open_clip_two_tower(
     ``image_mean``/``image_std`` default to the statistics open_clip's pretrained
     configs give the architecture (OpenAI's otherwise). With ``pretrained`` the
     temperature comes from the checkpoint and ``init_temperature`` is ignored.
+    ``image``: ``freeze``, ``last_n``, ``freeze_norm_stats``, ``patch_dropout``;
+    ``text``: ``freeze``, ``last_n`` (default: both towers train whole).
     """
     from open_clip.model import CustomTextCLIP
 
-    from vlexp.encoders.image_towers import open_clip_preprocessing
+    from vlexp.encoders.image_towers import OpenClipImageTower, open_clip_preprocessing
 
+    icfg = tower_section(image, IMAGE_DEFAULTS, "encoder.image")
+    tcfg = tower_section(text, TEXT_DEFAULTS, "encoder.text")
+    cache_mode = check_mode(trunk_cache)
     cfg = resolve_model_config(model, model_cfg, image_size)
     path = resolve_checkpoint(pretrained, model)
     vision_cfg, text_cfg = dict(cfg["vision_cfg"]), dict(cfg["text_cfg"])
@@ -324,12 +392,17 @@ def open_clip_two_tower(
         vision_cfg["timm_model_pretrained"] = False  # the trunk's weights come from `pretrained`
     try:
         clip = CustomTextCLIP(
-            int(cfg["embed_dim"]), vision_cfg, text_cfg, quick_gelu=bool(cfg.get("quick_gelu"))
+            int(cfg["embed_dim"]),
+            vision_cfg,
+            text_cfg,
+            quick_gelu=bool(cfg.get("quick_gelu")),
+            init_logit_bias=cfg.get("init_logit_bias"),
         )
     except TypeError as err:
         raise ValueError(f"encoder: not an open_clip model config ({err})") from err
     if path is not None:
         load_open_clip_checkpoint(clip, path)
+    set_patch_dropout(clip.visual, icfg["patch_dropout"], "encoder.image.patch_dropout")
     embed_dim = int(cfg["embed_dim"])
     image_dim, image_proj = _split_projection(clip.visual, "proj", embed_dim)
     text_dim, text_proj = _split_projection(clip.text, "text_projection", embed_dim)
@@ -339,9 +412,11 @@ def open_clip_two_tower(
     if model:
         _, named_mean, named_std = open_clip_preprocessing(str(model))
         mean, std = named_mean or mean, named_std or std
+    image_tower, text_tower = OpenClipImageTower(clip.visual), OpenClipTextTower(clip.text)
+    reports = freeze_towers(image_tower, text_tower, icfg, tcfg, "encoder")
     two = TwoTower(
-        clip.visual,
-        OpenClipTextTower(clip.text),
+        image_tower,
+        text_tower,
         image_dim,
         text_dim,
         OpenClipTokenizer(context_length),
@@ -355,7 +430,18 @@ def open_clip_two_tower(
         learn_temperature=learn_temperature,
     )
     two.image_proj, two.text_proj = image_proj, text_proj
+    two.freeze_reports = reports
+    two.trunk_cache_mode = cache_mode
+    two.open_clip_config = cfg
     if path is not None:
         with torch.no_grad():
             two.log_logit_scale.copy_(clip.logit_scale.detach().reshape(()))
+        if clip.logit_bias is not None:
+            two.pretrained_logit_bias = float(clip.logit_bias)
+            log.info(
+                "encoder.pretrained=%s has a logit bias (%.4g): objective=siglip starts from "
+                "it and from its logit scale; other objectives ignore it",
+                path,
+                two.pretrained_logit_bias,
+            )
     return two

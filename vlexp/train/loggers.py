@@ -1,4 +1,4 @@
-"""Experiment loggers: a CSV log always, wandb (offline by default) when chosen."""
+"""Experiment loggers: a CSV log always, wandb (offline by default) or TensorBoard when chosen."""
 
 from __future__ import annotations
 
@@ -55,7 +55,25 @@ def build_loggers(
     name = cfg.logger.name
     if name == "wandb":
         loggers.append(_wandb_logger(cfg, run_dir, _resumes_in_place(resume_from, run_dir)))
+    elif name == "tensorboard":
+        loggers.append(tensorboard_logger(cfg, run_dir, resumed_at))
     return loggers
+
+
+def tensorboard_logger(cfg: DictConfig, run_dir: Path, resumed_at: int | None = None) -> Logger:
+    """Lightning's TensorBoard logger writing ``<run_dir>/tensorboard/events.out.tfevents.*``.
+
+    A run resumed in place at step ``g`` passes ``purge_step=g``: TensorBoard hides what
+    the interrupted run logged from step ``g`` on, which the resumed run logs again.
+    """
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    extra = {} if resumed_at is None else {"purge_step": int(resumed_at)}
+    logger = TensorBoardLogger(
+        str(run_dir), name="tensorboard", version="", default_hp_metric=False, **extra
+    )
+    logger.log_hyperparams(flat_config(cfg))
+    return logger
 
 
 def _resumes_in_place(resume_from: str | Path | None, run_dir: Path) -> bool:

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from vlexp.config import ConfigError
 from vlexp.data.eval_set import EvalSet
 from vlexp.encoders.base import TwoTower
 from vlexp.eval.metrics.finegrained import finegrained_scores, flatten_distractors
@@ -31,7 +32,7 @@ from vlexp.eval.metrics.retrieval import retrieval_recall
 from vlexp.eval.metrics.zeroshot import class_embeddings, zeroshot_accuracy
 from vlexp.objectives.base import Objective, ObjectiveOutput
 from vlexp.objectives.distributed import gather_features
-from vlexp.schedules import warmup_cosine
+from vlexp.schedules import lr_factor
 from vlexp.train.accumulation import encode_accumulated
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,25 @@ def eval_options(eval_cfg: Any) -> dict[str, Any]:
     }
 
 
+def optimizer_groups(
+    module: nn.Module, objective: Objective, lr: float, weight_decay: float
+) -> list[dict[str, Any]]:
+    """AdamW groups: the objective's own (:meth:`Objective.param_groups`), then ``weight_decay``
+    for every other matrix and none for vectors, scalars and the logit scale."""
+    own = [g for g in objective.param_groups(lr, weight_decay) if g["params"]]
+    claimed = {id(p) for g in own for p in g["params"]}
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad or id(p) in claimed:
+            continue
+        (no_decay if p.ndim < 2 or "log_logit_scale" in name else decay).append(p)
+    rest = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return [*rest, *own]
+
+
 class VLModule(L.LightningModule):
     """Trains a :class:`TwoTower` with any registered :class:`Objective`."""
 
@@ -84,6 +104,9 @@ class VLModule(L.LightningModule):
         warmup_steps: int = 50,
         min_lr_ratio: float = 0.0,
         fused: bool | None = None,
+        schedule: str = "cosine",
+        cooldown_steps: int = 0,
+        cooldown_power: float = 1.0,
         eval_ks: tuple[int, ...] = (1, 5, 10),
         eval_chunk_size: int = 1024,
         accum_freq: int = 1,
@@ -99,6 +122,9 @@ class VLModule(L.LightningModule):
         self.eps = eps
         self.warmup_steps = warmup_steps
         self.min_lr_ratio = min_lr_ratio
+        self.schedule = schedule
+        self.cooldown_steps = int(cooldown_steps)
+        self.cooldown_power = float(cooldown_power)
         self.fused = fused
         self.eval_ks = tuple(eval_ks)
         self.eval_chunk_size = eval_chunk_size
@@ -211,18 +237,11 @@ class VLModule(L.LightningModule):
         )
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW (fused when possible) with linear warm-up then cosine decay per step."""
+        """AdamW (fused when possible); per step a linear warm-up, then the LR schedule
+        (``optim.schedule``: cosine decay, constant, or constant with a cool-down)."""
         fused = self._use_fused()
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            (no_decay if p.ndim < 2 or "log_logit_scale" in name else decay).append(p)
         opt = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
+            optimizer_groups(self, self.objective, self.lr, self.weight_decay),
             lr=self.lr,
             betas=self.betas,
             eps=self.eps,
@@ -231,8 +250,17 @@ class VLModule(L.LightningModule):
         if self.trainer.is_global_zero:
             log.info(self._optimizer_summary(fused))
         total = int(self.trainer.estimated_stepping_batches)
-        warm, floor = self.warmup_steps, self.min_lr_ratio
-        factor = functools.partial(warmup_cosine, warmup_steps=warm, total_steps=total, floor=floor)
+        if self.schedule == "const_cooldown" and self.cooldown_steps > total - self.warmup_steps:
+            raise ConfigError(
+                f"optim.cooldown_steps={self.cooldown_steps} is more than the "
+                f"{total - self.warmup_steps} steps this run has after its warm-up "
+                f"({total} steps, optim.warmup_steps={self.warmup_steps})"
+            )
+        factor = functools.partial(
+            lr_factor, schedule=self.schedule, warmup_steps=self.warmup_steps,
+            total_steps=total, floor=self.min_lr_ratio, cooldown_steps=self.cooldown_steps,
+            cooldown_power=self.cooldown_power,
+        )  # fmt: skip
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

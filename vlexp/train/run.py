@@ -31,6 +31,7 @@ from vlexp.train.datamodule import VLDataModule
 from vlexp.train.loggers import build_loggers, finish_wandb
 from vlexp.train.model_opts import apply_model_opts
 from vlexp.train.module import VLModule, eval_options
+from vlexp.train.periodic_checkpoints import PeriodicCheckpoint
 from vlexp.train.progress import EpochProgressBar
 from vlexp.train.report import metrics_rows, print_metrics_table, run_title
 from vlexp.train.slurm import env_rank, find_resume_point, log_resume_point, resume_checkpoint
@@ -86,6 +87,7 @@ def build_components(cfg: DictConfig) -> tuple[VLModule, VLDataModule]:
         image_std=model.image_std,
         encoder_config=OmegaConf.to_container(cfg.encoder, resolve=True),
     )
+    objective.prepare_model(model)
     module = VLModule(
         model,
         objective,
@@ -96,6 +98,9 @@ def build_components(cfg: DictConfig) -> tuple[VLModule, VLDataModule]:
         warmup_steps=cfg.optim.warmup_steps,
         min_lr_ratio=cfg.optim.min_lr_ratio,
         fused=cfg.optim.get("fused"),
+        schedule=cfg.optim.get("schedule") or "cosine",
+        cooldown_steps=int(cfg.optim.get("cooldown_steps") or 0),
+        cooldown_power=float(cfg.optim.get("cooldown_power") or 1.0),
         accum_freq=int(cfg.optim.get("accum_freq") or 1),
         **eval_options(cfg.eval),
     )
@@ -126,6 +131,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
                 auto_insert_metric_name=False,
             ),
             LastCheckpoint(run_dir / "checkpoints"),
+            *periodic_checkpoint_callbacks(cfg, run_dir),
             RunConfigInCheckpoint(
                 cfg, group_choices()
             ),  # a checkpoint can be evaluated without its run dir
@@ -158,6 +164,16 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     )
 
 
+def periodic_checkpoint_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
+    """The ``checkpoint.*`` callback (``step-<N>.ckpt`` every N steps/epochs), if any."""
+    opts = cfg.get("checkpoint") or {}
+    steps, epochs = opts.get("every_n_steps"), opts.get("every_n_epochs")
+    if steps is None and epochs is None:
+        return []
+    keep = int(opts.get("keep", 3))
+    return [PeriodicCheckpoint(run_dir / "checkpoints", steps, epochs, keep)]
+
+
 def write_metrics(run_dir: Path, summary: dict[str, Any]) -> Path:
     """Write ``<run_dir>/metrics.json`` (the one place a run's summary is written)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -170,6 +186,7 @@ def write_metrics(run_dir: Path, summary: dict[str, Any]) -> Path:
 def run_test(trainer: L.Trainer, module: VLModule, datamodule: VLDataModule) -> dict[str, float]:
     """Evaluate ``module`` on the datamodule's test sets; the ``test/...`` metrics."""
     trainer.test(module, datamodule=datamodule, verbose=False)
+    datamodule.collect_rank_reads(trainer)  # spawned ranks' bad-sample counts
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
 
 
@@ -245,6 +262,7 @@ def train(cfg: DictConfig) -> float | None:
     start = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     fit_seconds = time.time() - start
+    datamodule.collect_rank_reads(trainer)  # spawned ranks' bad-sample counts
     if trainer.fast_dev_run:
         return None
 
@@ -253,7 +271,7 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("test_after_fit", True):
         test_metrics = run_test(trainer, module, datamodule)
     monitored = val_metrics.get(cfg.eval.monitor)
-    bad_per_rank = datamodule.bad_samples_per_rank()  # a collective: before the rank-0 branch
+    bad_per_rank = datamodule.bad_samples_per_rank()
     if trainer.is_global_zero:
         ks = tuple(cfg.eval.ks)
         rows = test_table(cfg, test_metrics, datamodule.test_sets, ks)

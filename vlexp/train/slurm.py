@@ -10,8 +10,9 @@ training loop:
    ``scontrol requeue``;
 3. the requeued job re-runs the same submission, lands in the same run directory
    (the sweep directory was resolved once at submission) and :func:`find_resume_point`
-   picks the newest readable one of ``hpc_ckpt_*.ckpt`` and ``checkpoints/last.ckpt``
-   (``checkpoints/best.ckpt`` when neither can be read), logging which file and step.
+   picks the newest readable one of ``hpc_ckpt_*.ckpt``, ``checkpoints/last.ckpt`` and
+   the periodic ``checkpoints/step-<N>.ckpt``
+   (``checkpoints/best.ckpt`` when none can be read), logging which file and step.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from vlexp.io import UnreadableFileError
 from vlexp.train.checkpoints import checkpoint_step
+from vlexp.train.periodic_checkpoints import periodic_checkpoints
 
 log = logging.getLogger("vlexp")
 
@@ -59,13 +61,15 @@ def _hpc_number(path: Path) -> int:
 def checkpoint_candidates(run_dir: Path) -> list[Path]:
     """Resumable checkpoints of a run directory, newest first.
 
-    ``checkpoints/last.ckpt`` (rewritten at every validation) and Lightning's SLURM
-    preemption checkpoints ``hpc_ckpt_<n>.ckpt``, ordered by modification time (ties: the
-    higher hpc number, then last.ckpt); ``checkpoints/best.ckpt`` comes last, as the
-    fallback when none of those can be read.
+    ``checkpoints/last.ckpt`` (rewritten at every validation), the periodic
+    ``checkpoints/step-<N>.ckpt`` (``checkpoint.*``) and Lightning's SLURM preemption
+    checkpoints ``hpc_ckpt_<n>.ckpt``, ordered by modification time (ties: the higher hpc
+    number, then last.ckpt); ``checkpoints/best.ckpt`` comes last, as the fallback when
+    none of those can be read.
     """
     run_dir = Path(run_dir)
     primary = [p for p in run_dir.glob("hpc_ckpt_*.ckpt") if _hpc_number(p) >= 0]
+    primary += [p for _, p in periodic_checkpoints(run_dir / "checkpoints")]
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         primary.append(last)

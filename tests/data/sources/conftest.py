@@ -3,6 +3,7 @@
 - base.py: the tests of the modules that use it (no direct import)
 - common.py: the tests of the modules that use it (no direct import)
 - schema.py: the tests of the modules that use it (no direct import)
-- synthetic.py: data/synthetic/test_synthetic_single.py, data/synthetic/test_synthetic_train_caption.py, eval/test_finegrained_synthetic.py
+- synthetic.py: data/synthetic/test_synthetic_single.py, data/synthetic/test_synthetic_train_caption.py, eval/test_finegrained_synthetic.py, samplers/test_tonics_groups.py
 - wds_indexed.py: the tests of the modules that use it (no direct import)
 """
+

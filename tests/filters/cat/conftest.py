@@ -2,3 +2,4 @@
 
 - examples.py: filters/cat/test_labelled.py
 """
+

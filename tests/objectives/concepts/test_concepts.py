@@ -145,7 +145,8 @@ def test_setup_then_forward_uses_cached_targets(teacher_file, tmp_path):
     torch.testing.assert_close(out.loss, expected)
     out.loss.backward()
     assert img.grad is not None and obj.image_head.weight.grad is not None
-    assert set(out.components) == {"loss_image"}
+    fit = {"loss_image", "excess_image", "top1_image", "labels_image", "scale_image"}
+    assert set(out.components) == fit
     assert all(not p.requires_grad for p in obj.teacher.model.parameters())
     assert not any(k.startswith("teacher") for k in obj.state_dict())  # never checkpointed
 

@@ -103,7 +103,9 @@ def test_concept_head_loss_falls_over_a_few_steps(distilled):
     emb = F.normalize(torch.randn(len(data), 16, generator=g), dim=-1)  # fixed student images
     feats = gather_features(emb, emb)
     batch = {"index": torch.arange(len(data))}
-    opt = torch.optim.Adam(obj.image_head.parameters(), lr=0.1)
+    # lr 0.01: the scaled head reaches the teacher in about 15 steps (at 0.1 it overshoots
+    # on the third)
+    opt = torch.optim.Adam(obj.image_head.parameters(), lr=0.01)
     losses = []
     for _ in range(15):
         loss = obj(feats, torch.tensor(1.0), batch, 0.0).loss

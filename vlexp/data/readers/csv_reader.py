@@ -2,7 +2,8 @@
 
 The table is read once, column names are checked up front, rows whose caption is empty
 or not valid UTF-8 or whose image file does not exist are dropped (counted per reason,
-with their row number), and the kept captions, paths, labels and tags are held in
+with their row number), and so are malformed CSV/TSV lines (wrong field count,
+unbalanced quotes: :mod:`vlexp.data.readers.delimited`, with their line number), and the kept captions, paths, labels and tags are held in
 compact arrays. Images are decoded on access; an unreadable image is skipped (counted
 once per row) and a deterministic substitute row is returned instead, with its own
 ``index`` so per-row lookups stay consistent.
@@ -30,13 +31,15 @@ import pandas as pd
 
 from vlexp.data import bad_samples as R
 from vlexp.data.bad_samples import BadSampleCounter, attach_log, first_good
+from vlexp.data.readers.delimited import read_delimited, read_header
 from vlexp.data.records import (
     IMAGE_ERRORS,
     TAG_SEP,
     ClassVocab,
+    ImageDecoder,
     PackedStrings,
     clean_caption,
-    decode_image,
+    image_error_reason,
     is_valid_utf8,
     label_without_vocab,
     names_found,
@@ -69,8 +72,7 @@ def table_columns(path: Path, fmt: str) -> list[str]:
         import pyarrow.parquet as pq
 
         return list(pq.read_schema(path).names)
-    head = pd.read_csv(path, sep=fmt, nrows=0, encoding_errors="surrogateescape")
-    return [str(c) for c in head.columns]
+    return read_header(path, fmt)
 
 
 class CsvPairs:
@@ -107,7 +109,9 @@ class CsvPairs:
             raise FileNotFoundError(f"pairs table {self.path} does not exist; check data.path")
         self.root = Path(root) if root is not None else self.path.parent
         self._known_bad: set[int] = set()
+        self.decoder = ImageDecoder()  # pixel cap and JPEG draft (set by the datamodule)
         fmt = table_format(self.path, sep)
+        self._malformed: list[tuple[int, str]] = []
         df = self._read(fmt, image_col, caption_col, tags_col, label_col)
 
         captions = [clean_caption(c) for c in df[caption_col].tolist()]
@@ -120,7 +124,7 @@ class CsvPairs:
         self.bad = BadSampleCounter(
             max_bad_fraction, min_samples, name=str(self.path), num_rows=len(rows)
         )
-        self.bad.start_up(len(df), table_check.bad, table_check.examples)
+        self.bad.start_up(len(df) + len(self._malformed), table_check.bad, table_check.examples)
         self.rows = rows  # row numbers in the table of the kept pairs
         self._captions = PackedStrings.from_strings(captions[r] for r in rows)  # type: ignore[misc]
         self._files = PackedStrings.from_strings(files[r] for r in rows)
@@ -153,6 +157,8 @@ class CsvPairs:
     ) -> tuple[np.ndarray, BadSampleCounter]:
         """Rows with a caption (valid UTF-8) and an existing image file, and the counts."""
         counter = BadSampleCounter(1.0, name=str(self.path))
+        for line, why in self._malformed:
+            counter.add(R.MALFORMED_ROW, f"line {line}: {why}", check=False)
         keep = np.ones(len(captions), dtype=bool)
         root_str = str(self.root)
         for r, (cap, f) in enumerate(zip(captions, files)):
@@ -209,13 +215,13 @@ class CsvPairs:
         usecols = list(dict.fromkeys(wanted.values()))
         if fmt == "parquet":
             return pd.read_parquet(self.path, columns=usecols)
-        return pd.read_csv(  # bytes that are not UTF-8 are kept and the row counted as bad
-            self.path,
-            sep=fmt,
-            usecols=usecols,
-            dtype=object,  # plain str objects: they can hold the undecodable bytes
-            keep_default_na=False,
-            encoding_errors="surrogateescape",
+        # strict parse: a malformed line is a counted bad row, never merged into another;
+        # bytes that are not UTF-8 are kept and the row counted as bad
+        table = read_delimited(self.path, fmt)
+        self._malformed = table.malformed
+        where = [table.header.index(c) for c in usecols]
+        return pd.DataFrame(
+            [[rec[k] for k in where] for rec in table.records], columns=usecols, dtype=object
         )
 
     # ---------------------------------------------------------------- PairSource
@@ -234,10 +240,10 @@ class CsvPairs:
         j, image = first_good(
             i,
             n,
-            lambda k: decode_image(self.image_path(k)),
+            lambda k: self.decoder(self.image_path(k)),
             self.bad,
             self._known_bad,
-            lambda e: R.MISSING_IMAGE if isinstance(e, FileNotFoundError) else R.BROKEN_IMAGE,
+            image_error_reason,
             IMAGE_ERRORS,
             where=lambda k: f"row {int(self.rows[k])} ({self._files[k]})",
         )

@@ -30,7 +30,8 @@ else the sorted names found in the shards
 
 Bad records are skipped and counted per reason in ``self.bad``; a shard cut short counts
 the samples it lost (``sizes.json`` knows how many it should hold; at least one when
-unknown). Under the datamodule the counter is deferred (see :mod:`vlexp.data.bad_samples`):
+unknown). With known sizes every sample is counted once, by its global position, however
+often it is read (later epochs, resampling), as the indexed reader counts its rows. Under the datamodule the counter is deferred (see :mod:`vlexp.data.bad_samples`):
 items carry their records to the main process, and with ``batch_size`` set each worker
 yields whole batches only, the records of its last partial batch riding on its last full
 one, so the counts do not depend on the number of workers.
@@ -53,7 +54,7 @@ import torch
 
 from vlexp.data import bad_samples as R
 from vlexp.data.bad_samples import BAD_SAMPLES_KEY, BadSampleCounter, attach_log, merge_logs
-from vlexp.data.records import IMAGE_ERRORS, ClassVocab, decode_image
+from vlexp.data.records import IMAGE_ERRORS, ClassVocab, ImageDecoder, image_error_reason
 from vlexp.data.shards.listing import (
     distributed_rank_world,
     is_local,
@@ -234,8 +235,12 @@ class WebDatasetPairs(torch.utils.data.IterableDataset):
             )
         self.vocab = self._resolve_vocab(class_names)
         self.bad = BadSampleCounter(
-            max_bad_fraction, min_samples, name=f"webdataset rank {self.rank}"
+            max_bad_fraction,
+            min_samples,
+            name=f"webdataset rank {self.rank}",
+            num_rows=self.num_known_samples,  # count each sample once when sizes are known
         )
+        self.decoder = ImageDecoder()  # pixel cap and JPEG draft (set by the datamodule)
         self.epoch = 0
         self._iters_since_set = 0
 
@@ -331,9 +336,13 @@ class WebDatasetPairs(torch.utils.data.IterableDataset):
             streams.append(self._read_shards(mine))
         return _mix(streams, self.weights.copy(), rng)
 
+    def _read_shard(self, url: str) -> Iterator[RawSample]:
+        first = None if self.offsets is None else self.offsets[url]
+        return iter_shard(url, self.bad, self.sizes.get(url), first_row=first)
+
     def _read_shards(self, urls: Iterable[str]) -> Iterator[RawSample]:
         for url in urls:
-            yield from iter_shard(url, self.bad, self.sizes.get(url))
+            yield from self._read_shard(url)
 
     def _resampled_stream(self, rng: np.random.Generator) -> Iterator[RawSample]:
         def endless(shards: list[str]) -> Iterator[RawSample]:
@@ -341,7 +350,7 @@ class WebDatasetPairs(torch.utils.data.IterableDataset):
             while True:
                 url = shards[int(rng.integers(len(shards)))]
                 got = 0
-                for raw in iter_shard(url, self.bad, self.sizes.get(url)):
+                for raw in self._read_shard(url):
                     got += 1
                     yield raw
                 empty_in_a_row = 0 if got else empty_in_a_row + 1
@@ -354,21 +363,24 @@ class WebDatasetPairs(torch.utils.data.IterableDataset):
         return _mix([endless(s) for s in self.shards], self.weights.copy(), rng)
 
     def _decode(self, raw: RawSample) -> dict[str, Any] | None:
+        row = None if self.offsets is None else self.offsets[raw.url] + raw.position
         ext = image_field(raw)
         if ext is None:
-            self.bad.add(R.MISSING_IMAGE, f"{raw.url}:{raw.key} has fields {sorted(raw.fields)}")
+            detail = f"{raw.url}:{raw.key} has fields {sorted(raw.fields)}"
+            self.bad.add(R.MISSING_IMAGE, detail, row=row)
             return None
-        text = parse_text_fields(raw, self.vocab, self.bad)
+        text = parse_text_fields(raw, self.vocab, self.bad, row)
         if text is None:
             return None
         try:
-            image = decode_image(raw.fields[ext])  # type: ignore[arg-type]
+            image = self.decoder(raw.fields[ext])  # type: ignore[arg-type]
         except IMAGE_ERRORS as e:
-            self.bad.add(R.BROKEN_IMAGE, f"{raw.url}:{raw.key}: {type(e).__name__}: {e}")
+            detail = f"{raw.url}:{raw.key}: {type(e).__name__}: {e}"
+            self.bad.add(image_error_reason(e), detail, row=row)
             return None
-        self.bad.ok()
+        self.bad.ok(row=row)
         caption, tags, label = text
-        index = -1 if self.offsets is None else self.offsets[raw.url] + raw.position
+        index = -1 if row is None else row
         return {
             "image": image,
             "caption": caption,
@@ -433,7 +445,9 @@ class StreamingPairs(WebDatasetPairs):
             batch_size=batch_size,
             class_names=self.vocab,
         )
-        return StreamingPairs(self._urls, max_samples=self.max_samples, **kwargs)
+        stream = StreamingPairs(self._urls, max_samples=self.max_samples, **kwargs)
+        stream.decoder = self.decoder
+        return stream
 
     def _item_budget(self, worker: int, num_workers: int) -> int | None:
         if self.max_samples is None or self.resampled:

@@ -27,7 +27,15 @@ import numpy as np
 
 from vlexp.data import bad_samples as R
 from vlexp.data.bad_samples import BadSampleCounter, attach_log, first_good
-from vlexp.data.records import IMAGE_ERRORS, IMAGE_EXTS, ClassVocab, PackedStrings, decode_image
+from vlexp.data.records import (
+    IMAGE_ERRORS,
+    IMAGE_EXTS,
+    ClassVocab,
+    ImageDecoder,
+    PackedStrings,
+    decode_image,
+    image_error_reason,
+)
 from vlexp.data.shards.listing import is_local, list_shards, local_path, read_sizes
 from vlexp.data.shards.samples import image_field, iter_shard, parse_text_fields, vocab_from_shards
 from vlexp.data.types import TagTable
@@ -137,7 +145,7 @@ def _index_one(
             try:
                 decode_image(raw.fields[ext])  # type: ignore[arg-type]
             except IMAGE_ERRORS as e:
-                counter.add(R.BROKEN_IMAGE, f"{url}:{raw.key}: {type(e).__name__}: {e}")
+                counter.add(image_error_reason(e), f"{url}:{raw.key}: {type(e).__name__}: {e}")
                 continue
         counter.ok()
         off, size = raw.spans[ext]
@@ -239,8 +247,10 @@ class IndexedShardPairs:
         index_pass = self.index.bad or {}
         if index_pass.get("seen"):
             dropped = Counter({k: int(v) for k, v in index_pass.get("by_reason", {}).items()})
-            self.bad.start_up(int(index_pass["seen"]), dropped, {})
+            notes = Counter({k: int(v) for k, v in index_pass.get("notes", {}).items()})
+            self.bad.start_up(int(index_pass["seen"]), dropped, {}, notes)
         self._known_bad: set[int] = set()
+        self.decoder = ImageDecoder()  # pixel cap and JPEG draft (set by the datamodule)
         self._fds: OrderedDict[int, int] = OrderedDict()
         self._pid = os.getpid()
 
@@ -292,10 +302,10 @@ class IndexedShardPairs:
         j, image = first_good(
             int(i) % n,
             n,
-            lambda k: decode_image(self.read_image_bytes(k)),
+            lambda k: self.decoder(self.read_image_bytes(k)),
             self.bad,
             self._known_bad,
-            lambda e: R.BROKEN_IMAGE,
+            image_error_reason,
             IMAGE_ERRORS,
             where=lambda k: f"{self.index.shards[int(self.index.shard[k])]}:{self.index.keys[k]}",
         )

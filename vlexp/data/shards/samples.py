@@ -7,6 +7,7 @@ random-access index (:mod:`vlexp.data.shards.index`).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -24,50 +25,55 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------- record parsing
 def parse_text_fields(
-    raw: RawSample, vocab: ClassVocab | None, counter: BadSampleCounter
+    raw: RawSample, vocab: ClassVocab | None, counter: BadSampleCounter, row: int | None = None
 ) -> tuple[str, list[int], int] | None:
-    """Caption, tag ids and label of a raw sample; None (counted) when it has no caption."""
+    """Caption, tag ids and label of a raw sample; None (counted) when it has no caption.
+    ``row``: the sample's global position when known (counted once, see ``bad_samples``)."""
     where = f"{raw.url}:{raw.key}"
-    meta, json_encoding = _json_meta(raw, counter, where)
+    meta, json_encoding = _json_meta(raw, counter, where, row)
     caption = None
     txt = raw.fields.get("txt")
     if txt is not None:
         try:
             caption = clean_caption(txt.decode("utf-8"))
         except UnicodeDecodeError as e:
-            counter.add(R.BAD_ENCODING, f"{where}.txt is not valid UTF-8 ({e}): {txt[:80]!r}")
+            detail = f"{where}.txt is not valid UTF-8 ({e}): {txt[:80]!r}"
+            counter.add(R.BAD_ENCODING, detail, row=row)
             return None
     if caption is None:
         caption = clean_caption(meta.get("caption"))
     if caption is None:
         if json_encoding and txt is None:
-            counter.add(R.BAD_ENCODING, f"{where}.json is not valid UTF-8")
+            counter.add(R.BAD_ENCODING, f"{where}.json is not valid UTF-8", row=row)
             return None
         has_any = txt is not None or "caption" in meta
-        counter.add(R.EMPTY_CAPTION if has_any else R.MISSING_CAPTION, where)
+        counter.add(R.EMPTY_CAPTION if has_any else R.MISSING_CAPTION, where, row=row)
         return None
     tags_raw = meta.get("tags") or []
     if not isinstance(tags_raw, list):
         tags_raw = [tags_raw]
     if vocab is not None:
-        tags = vocab.tag_ids(tags_raw, counter, where)
-        label = vocab.label_id(meta.get("label"), counter, where)
+        tags = vocab.tag_ids(tags_raw, counter, where, row)
+        label = vocab.label_id(meta.get("label"), counter, where, row)
     else:
         tags = [int(t) for t in tags_raw if isinstance(t, int) and not isinstance(t, bool)]
         if len(tags) != len(tags_raw):
             counter.note(
-                R.UNKNOWN_TAG, f"{where}: tag names without a class list (pass class_names)"
+                R.UNKNOWN_TAG,
+                f"{where}: tag names without a class list (pass class_names)",
+                row=row,
             )
         label = meta.get("label", -1)
         if not isinstance(label, int) or isinstance(label, bool):
             if label is not None:
-                counter.note(R.UNKNOWN_LABEL, f"{where}: label {label!r} without a class list")
+                detail = f"{where}: label {label!r} without a class list"
+                counter.note(R.UNKNOWN_LABEL, detail, row=row)
             label = -1
     return caption, tags, label
 
 
 def _json_meta(
-    raw: RawSample, counter: BadSampleCounter | None, where: str
+    raw: RawSample, counter: BadSampleCounter | None, where: str, row: int | None = None
 ) -> tuple[dict[str, Any], bool]:
     """The sample's ``.json`` object ({} when absent or bad, noted) and whether it failed
     for not being UTF-8."""
@@ -80,7 +86,7 @@ def _json_meta(
             raise ValueError("not a JSON object")
     except (ValueError, UnicodeDecodeError) as e:
         if counter is not None:
-            counter.note(R.BAD_JSON, f"{where}: {e}")
+            counter.note(R.BAD_JSON, f"{where}: {e}", row=row)
         return {}, isinstance(e, UnicodeDecodeError)
     return meta, False
 
@@ -167,11 +173,14 @@ def iter_shard(
     counter: BadSampleCounter,
     expected: int | None = None,
     want: Callable[[str], bool] | None = None,
+    first_row: int | None = None,
 ) -> Iterator[RawSample]:
     """Raw samples of one shard; a shard that cannot be opened or read to its end is
     counted after yielding what it had: ``truncated_tar`` / ``unreadable_shard`` once per
-    sample lost (``expected - read`` when the shard's size is known, else at least one).
+    sample lost (``expected - read`` when the shard's size is known, else at least one;
+    rows from ``first_row``, the shard's first global position, when known).
     ``want(field)`` False skips a field's bytes (its span is still recorded)."""
+    lost = functools.partial(_count_lost, counter, url=url, expected=expected, first=first_row)
     n = 0
     try:
         with open_shard(url) as stream:
@@ -179,17 +188,24 @@ def iter_shard(
                 n += 1
                 yield raw
     except TarTruncated as e:
-        _count_lost(counter, R.TRUNCATED_TAR, url, f"{e}", n, expected)
+        lost(R.TRUNCATED_TAR, f"{e}", n)
         return
     except (TarCorrupt, OSError, ValueError) as e:
-        _count_lost(counter, R.UNREADABLE_SHARD, url, f"{type(e).__name__}: {e}", n, expected)
+        lost(R.UNREADABLE_SHARD, f"{type(e).__name__}: {e}", n)
         return
     if expected is not None and n < expected:
-        _count_lost(counter, R.TRUNCATED_TAR, url, "the archive ends early", n, expected)
+        lost(R.TRUNCATED_TAR, "the archive ends early", n)
 
 
 def _count_lost(
-    counter: BadSampleCounter, reason: str, url: str, why: str, n: int, expected: int | None
+    counter: BadSampleCounter,
+    reason: str,
+    why: str,
+    n: int,
+    *,
+    url: str,
+    expected: int | None,
+    first: int | None,
 ) -> None:
     """Count the samples a broken shard lost (what its known size says, else one)."""
     if expected is None:
@@ -198,7 +214,7 @@ def _count_lost(
     lost = expected - n
     detail = f"{url}: {why}; read {n} of {expected} samples, {max(lost, 0)} lost"
     if lost > 0:
-        counter.lost(reason, lost, detail)
+        counter.lost(reason, lost, detail, first_row=None if first is None else first + n)
     else:
         counter.note(reason, detail)
 

@@ -34,6 +34,10 @@ and a parser):
   "a herd of cattle") is an attribute of that object, like a numeral. Otherwise "a
   photo of a cat" would score 2 (the relation "of" has two edges) and pass as complex.
 
+Shop boilerplate (a price, a percentage or a sales phrase: "Sale! 50% off all summer
+dresses", :mod:`vlexp.filters.cat.boilerplate`) has complexity 0 whatever its graph: it
+sells rather than describes (``filter.shop_boilerplate=true``, the default).
+
 So "a dog" and "a photo of a cat" have complexity 0, "a brown dog" and "a group of
 people" 1, "a dog on a beach" 2 (the relation node "on" has two edges) and "a small
 brown dog on a red couch" 3 (dog: small, brown, on).
@@ -49,6 +53,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from vlexp.filters.cat.boilerplate import is_boilerplate
 
 if TYPE_CHECKING:  # spaCy is an optional dependency; only its types are used here
     from spacy.tokens import Doc, Token
@@ -289,6 +295,10 @@ def doc_complexity(doc: Doc) -> int:
     return caption_graph(doc).complexity
 
 
-def caption_complexity(docs: Iterable[Doc]) -> np.ndarray:
-    """Complexity of each parsed caption, as an int64 array."""
-    return np.fromiter((doc_complexity(d) for d in docs), dtype=np.int64)
+def caption_complexity(docs: Iterable[Doc], drop_boilerplate: bool = True) -> np.ndarray:
+    """Complexity of each parsed caption, as an int64 array (0 for shop boilerplate
+    unless ``drop_boilerplate`` is false)."""
+    return np.fromiter(
+        (0 if drop_boilerplate and is_boilerplate(d.text) else doc_complexity(d) for d in docs),
+        dtype=np.int64,
+    )

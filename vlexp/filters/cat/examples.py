@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from vlexp.filters.cat.boilerplate import is_boilerplate
 from vlexp.filters.cat.complexity import CaptionGraph, caption_graph
 
 EXAMPLE_CAPTIONS: tuple[str, ...] = (
@@ -33,6 +34,9 @@ EXAMPLE_CAPTIONS: tuple[str, ...] = (
     "two people sitting at a table with food",
     "stock photo: a young businessman talking on the phone",
     "a red car parked on the street",
+    "Sale! 50% off all summer dresses",
+    "Free shipping on orders over $50",
+    "a garage sale on a sunny street",
 )
 """Captions of the table in the docs (``python -m vlexp.filters.cat.examples``)."""
 
@@ -72,8 +76,11 @@ def markdown_table(captions: Iterable[str], min_complexity: int = 2) -> str:
     for i, (caption, doc) in enumerate(zip(captions, docs)):
         c = int(assessed.complexity[i])
         reason = assessed.reasons[i]
+        graph = describe_graph(caption_graph(doc))
+        if flt.shop_boilerplate and is_boilerplate(caption):
+            graph = f"shop boilerplate (parsed: {graph})"
         rows.append(
-            f"| {caption} | {describe_graph(caption_graph(doc))} | {c} | "
+            f"| {caption} | {graph} | {c} | "
             f"{'keep' if c >= min_complexity else 'drop'} | "
             f"{'yes' if assessed.action[i] else 'no'} | "
             f"{'keep' if reason is None else 'drop (' + reason + ')'} |"

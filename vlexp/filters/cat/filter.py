@@ -5,7 +5,7 @@ A pair is kept only if every switched-on criterion passes, checked in this order
 1. ``complexity``: the caption's object/attribute/relation graph has a node with at least
    ``min_complexity`` edges (:mod:`vlexp.filters.cat.complexity`; the exact DiHT definition
    is unverified; a picture noun framing its content is not an object, so "a photo of a
-   cat" scores 0);
+   cat" scores 0, and so does shop boilerplate such as "Free shipping on orders over $50");
 2. ``action``: the caption contains an action verb (:mod:`vlexp.filters.cat.action`);
 3. ``text_spotting``: less than ``max_text_overlap`` of the caption's content words are
    written in the image (:mod:`vlexp.filters.cat.text_spotting`, Tesseract OCR).
@@ -147,6 +147,7 @@ def _check_int(name: str, value: Any, low: int) -> int:
 CAT_SCHEMA = {
     "complexity": Opt(bool),
     "min_complexity": Opt(int, lo=0),
+    "shop_boilerplate": Opt(bool),
     "action": Opt(bool),
     "text_spotting": Opt(bool),
     "max_text_overlap": Opt(float, lo=0.0, hi=1.0, open_lo=True),
@@ -172,6 +173,8 @@ class CATFilter(PairFilter):
     Args:
         complexity: switch the complexity criterion on.
         min_complexity: keep captions whose graph complexity is at least this (>= 0).
+        shop_boilerplate: score shop boilerplate (prices, percentages, sales phrases;
+            :mod:`vlexp.filters.cat.boilerplate`) complexity 0, so it is dropped.
         action: switch the action criterion on.
         text_spotting: switch the OCR criterion on (then ``needs_images`` is True).
         max_text_overlap: drop a pair when at least this share (in (0, 1]) of the
@@ -200,6 +203,7 @@ class CATFilter(PairFilter):
         self,
         complexity: bool = True,
         min_complexity: int = 2,
+        shop_boilerplate: bool = True,
         action: bool = True,
         text_spotting: bool = True,
         max_text_overlap: float = 0.5,
@@ -220,6 +224,7 @@ class CATFilter(PairFilter):
         self.action = _check_bool("action", action)
         self.text_spotting = _check_bool("text_spotting", text_spotting)
         self.min_complexity = _check_int("min_complexity", min_complexity, 0)
+        self.shop_boilerplate = _check_bool("shop_boilerplate", shop_boilerplate)
         if isinstance(max_text_overlap, bool) or not isinstance(max_text_overlap, (int, float)):
             raise TypeError(
                 f"cat filter option max_text_overlap must be a number, got {max_text_overlap!r}"
@@ -313,7 +318,7 @@ class CATFilter(PairFilter):
         if n and (self.complexity or self.action):
             docs = self.parse(captions)
             if self.complexity:
-                complexity = caption_complexity(docs)
+                complexity = caption_complexity(docs, self.shop_boilerplate)
                 drop(complexity < self.min_complexity, "complexity")
             if self.action:
                 action = have_actions(docs)
@@ -379,6 +384,7 @@ class CATFilter(PairFilter):
         on = self.criteria()
         return (
             f"CATFilter(on={on}, min_complexity={self.min_complexity}, "
+            f"shop_boilerplate={self.shop_boilerplate}, "
             f"max_text_overlap={self.max_text_overlap}, spacy_model={self.spacy_model!r})"
         )
 

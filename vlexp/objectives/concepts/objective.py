@@ -1,8 +1,11 @@
 """`objective=concepts`: concept distillation from a frozen image teacher (DiHT).
 
-A frozen teacher (:mod:`vlexp.objectives.concepts.teachers`) scores a concept vocabulary for every training
-image; linear heads on the student's L2-normalised image embedding (and, optionally,
-its text embedding) learn to predict those scores. Usable alone or as a term of
+A frozen teacher (:mod:`vlexp.objectives.concepts.teachers`) scores a concept vocabulary for
+every training image; heads on the student's L2-normalised image embedding (and, optionally,
+its text embedding) learn to predict those scores. The heads
+(:mod:`vlexp.objectives.concepts.heads`) are a learnable scaled cosine plus bias with their own
+learning rate; each step logs per head its loss, the loss's excess over the teacher's entropy,
+its agreement with the teacher and its scale. Usable alone or as a term of
 ``objective=composite`` (``objective=diht`` is HN-NCE + this).
 
 Targets (teacher temperature ``T``, optional top-k):
@@ -39,9 +42,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from vlexp.objectives.base import OBJECTIVES, Objective, ObjectiveOutput
+from vlexp.objectives.concepts.heads import ConceptHead, head_fit
 from vlexp.objectives.concepts.targets import (
     LazyTargets,
     TargetStore,
@@ -113,6 +116,9 @@ def distillation_loss(
         "top_k": Opt(int, lo=1, nullable=True),
         "image_weight": Opt(float, lo=0.0),
         "text_weight": Opt(float, lo=0.0),
+        "head_scale": Opt(float, lo=0.0, open_lo=True, nullable=True),
+        "head_lr_scale": Opt(float, lo=0.0, open_lo=True),
+        "head_weight_decay": Opt(float, lo=0.0, nullable=True),
         "on_the_fly": Opt(bool),
         "precompute": Opt(bool),
         "store_topk": Opt(int, lo=1, nullable=True),
@@ -132,6 +138,10 @@ class ConceptDistillation(Objective):
     - ``loss``: ``auto`` | ``kl`` | ``soft_ce`` | ``bce``; ``temperature`` (teacher, 1.0);
       ``top_k`` (targets restricted to the teacher's k best concepts; null = all);
     - ``image_weight`` (1.0) and ``text_weight`` (0.0: no text head) weigh the two heads;
+    - ``head_scale`` (10.0): initial logit scale of the heads' learnable scaled cosine
+      (:class:`~vlexp.objectives.concepts.heads.ConceptHead`; null = plain linear head);
+      ``head_lr_scale`` (10.0): the heads' learning rate as a multiple of ``optim.lr``;
+      ``head_weight_decay`` (0.0; null = ``optim.weight_decay``) for the heads' weights;
     - ``on_the_fly`` (false): teacher on each batch's augmented images, no cache;
       ``precompute`` (false): fill the cache for the whole training set before training
       (otherwise each step computes only its batch's missing rows);
@@ -148,6 +158,9 @@ class ConceptDistillation(Objective):
         top_k: int | None = None,
         image_weight: float = 1.0,
         text_weight: float = 0.0,
+        head_scale: float | None = 10.0,
+        head_lr_scale: float = 10.0,
+        head_weight_decay: float | None = 0.0,
         on_the_fly: bool = False,
         precompute: bool = False,
         store_topk: int | None = None,
@@ -178,8 +191,16 @@ class ConceptDistillation(Objective):
         self.top_k = top_k
         self.image_weight = float(image_weight)
         self.text_weight = float(text_weight)
-        self.image_head = nn.Linear(embed_dim, n) if image_weight > 0 else None
-        self.text_head = nn.Linear(embed_dim, n) if text_weight > 0 else None
+        if head_lr_scale <= 0:
+            raise ValueError(f"objective.head_lr_scale must be > 0, got {head_lr_scale}")
+        if head_weight_decay is not None and head_weight_decay < 0:
+            raise ValueError(
+                f"objective.head_weight_decay must be >= 0 or null, got {head_weight_decay}"
+            )
+        self.head_lr_scale = float(head_lr_scale)
+        self.head_weight_decay = head_weight_decay
+        self.image_head = ConceptHead(embed_dim, n, head_scale) if image_weight > 0 else None
+        self.text_head = ConceptHead(embed_dim, n, head_scale) if text_weight > 0 else None
         self.on_the_fly = bool(on_the_fly)
         self.precompute = bool(precompute)
         self.store_topk = store_topk
@@ -236,6 +257,19 @@ class ConceptDistillation(Objective):
             raise KeyError("concept distillation needs batch['index'] (rows of the training set)")
         return self.targets.lookup(torch.as_tensor(batch["index"]), device)
 
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """The heads' optimiser groups: ``head_lr_scale * lr``; their weight matrices get
+        ``head_weight_decay`` (null: ``weight_decay``), biases and scales none."""
+        heads = [h for h in (self.image_head, self.text_head) if h is not None]
+        decay = [p for h in heads for p in h.parameters() if p.ndim >= 2]
+        rest = [p for h in heads for p in h.parameters() if p.ndim < 2]
+        wd = weight_decay if self.head_weight_decay is None else self.head_weight_decay
+        head_lr = lr * self.head_lr_scale
+        return [
+            {"params": decay, "lr": head_lr, "weight_decay": float(wd)},
+            {"params": rest, "lr": head_lr, "weight_decay": 0.0},
+        ]
+
     def teacher_work(self) -> dict[str, int]:
         """How much teacher work this process did (calls, rows); for logs and tests."""
         t = self.targets
@@ -259,21 +293,24 @@ class ConceptDistillation(Objective):
         )
         loss = features.image.new_zeros((), dtype=torch.float32)
         parts: dict[str, torch.Tensor] = {}
-        if self.image_head is not None:
-            parts["loss_image"] = distillation_loss(
-                self.image_head(features.image), targets, self.loss_name
-            )
-            loss = loss + self.image_weight * parts["loss_image"]
-        if self.text_head is not None:
-            parts["loss_text"] = distillation_loss(
-                self.text_head(features.text), targets, self.loss_name
-            )
-            loss = loss + self.text_weight * parts["loss_text"]
+        for side, head, weight, emb in (
+            ("image", self.image_head, self.image_weight, features.image),
+            ("text", self.text_head, self.text_weight, features.text),
+        ):
+            if head is None:
+                continue
+            logits = head(emb)
+            term = distillation_loss(logits, targets, self.loss_name)
+            loss = loss + weight * term
+            parts[f"loss_{side}"] = term
+            fit = head_fit(logits, targets, term, self.loss_name)
+            parts.update({f"{name}_{side}": v for name, v in fit.items()})
+            parts[f"scale_{side}"] = torch.tensor(head.scale())
         return ObjectiveOutput(loss, parts)
 
     def extra_repr(self) -> str:
         return (
             f"teacher={self.teacher.identity.get('name')}, concepts={self.teacher.num_concepts}, "
             f"loss={self.loss_name}, T={self.temperature}, top_k={self.top_k}, "
-            f"on_the_fly={self.on_the_fly}"
+            f"head_lr_scale={self.head_lr_scale}, on_the_fly={self.on_the_fly}"
         )
