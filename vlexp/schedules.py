@@ -1,33 +1,12 @@
-"""One progress-schedule type: a value that moves from ``low`` to ``high`` over training.
+"""One progress-schedule type (:class:`Ramp`): a value moving from ``low`` to ``high``.
 
-A :class:`Ramp` maps training progress ``t`` in ``[0, 1]`` (global step / total steps)
-to a value::
-
-    r(t) = low                               for t <= start
-    r(t) = low + (high - low) * f(x)         for start < t < end
-    r(t) = high                              for t >= end
-
-with ``x = (t - start) / (end - start)`` and ``f(x) = x`` (``linear``) or
-``f(x) = (1 - cos(pi x)) / 2`` (``cosine``: flat at both ends); ``step`` jumps from ``low``
-to ``high`` at ``start``; ``constant`` is ``high`` throughout. A ramp is a pure function of
-progress (resuming restores the global step, hence its position) and is vectorised: a
-float gives a float, an array an array.
-
-Every schedule of vlexp is a :class:`Ramp`:
-
-* the learning rate (``optim.schedule``, :func:`lr_factor`): a linear warm-up, then a
-  cosine decay (:func:`warmup_cosine`), a constant rate (:func:`warmup_const`) or a
-  constant rate with a final cool-down (:func:`warmup_const_cooldown`);
-* SoftAlign's distillation weight (config words ``schedule``, ``alpha_max``,
-  ``ramp_start``, ``ramp_end``; built with :func:`weight_ramp`);
-* the TOnICS probability of a same-object batch (``sampler.schedule={name, p_max, p_min,
-  start, end}``, ``{name: step, at}``, ``{name: constant, p}``; built by name from
-  :data:`SCHEDULES`; one preset each in ``conf/sampler/schedule/``, picked with
-  ``sampler/schedule=<name>``) and its ontology walk (:class:`OntologyWalk`).
-
-The TOnICS paper says its sampler moves "progressively" from diverse batches to batches
-whose pairs all share one object; its exact schedule is not public, so the sampler's
-defaults (``p_max = 1`` reached at 80% of training, then held) are vlexp's.
+``r(t)`` is ``low`` until ``start``, ``high`` from ``end``, and in between follows ``x`` (linear)
+or ``(1 - cos(pi x)) / 2`` (cosine) of ``x = (t - start) / (end - start)``; ``step`` and
+``constant`` are the degenerate cases. A ramp is a pure function of training progress,
+so a resumed run is at the same point. Every schedule of vlexp is one: the learning rate
+(:func:`lr_factor`: warm-up then cosine, const or const_cooldown), SoftAlign's weight
+(:func:`weight_ramp`) and TOnICS' same-object probability and ontology walk (by name from
+:data:`SCHEDULES`). More: docs/DESIGN.md ("Schedules").
 """
 
 from __future__ import annotations

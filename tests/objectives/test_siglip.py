@@ -109,7 +109,7 @@ def test_init_scale_null_keeps_the_encoders_temperature():
 
 @pytest.mark.slow
 def test_bias_and_scale_are_optimised_and_checkpointed(make_cfg, tmp_path):
-    from vlexp.cli.train import build_components, train
+    from vlexp.train.run import build_components, train
 
     cfg = make_cfg(["objective=siglip", "debug=tiny_run", "trainer.max_steps=12"])
     module, _ = build_components(cfg)
@@ -145,7 +145,7 @@ def test_bias_and_scale_are_optimised_and_checkpointed(make_cfg, tmp_path):
         ),
         (
             ["objective=composite", "objective.terms.main.name=siglip", "+objective.terms.main.init_scale=500"],
-            "objective.terms.main: init_scale=500",
+            "objective.terms.main.init_scale=500",
         ),
     ],
 )  # fmt: skip
@@ -255,6 +255,6 @@ def test_composes_with_every_sampler_and_filter(sampler, filter_, tmp_path):
 
 
 def test_one_training_step_with_the_curriculum_sampler(make_cfg):
-    from vlexp.cli.train import train
+    from vlexp.train.run import train
 
     assert train(make_cfg(["objective=siglip", "sampler=tonics", "debug=fast"])) is None

@@ -14,7 +14,7 @@ import lightning as L
 import pytest
 import torch
 
-import vlexp.cli.train as run_mod
+import vlexp.train.run as run_mod
 from tests.conftest import compose_cfg
 from vlexp.train.callbacks import PARTIAL_PREFIX, AtomicCheckpointIO
 from vlexp.train.periodic_checkpoints import (

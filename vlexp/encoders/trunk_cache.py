@@ -1,41 +1,12 @@
 """Cached frozen trunks: compute a tower's frozen lower layers once per training sample.
 
-When a pre-trained tower trains only its top blocks (``freeze: last_n`` or ``all``) and
-the tower's training input is deterministic, the frozen part (the *trunk*) maps sample
-``i`` to the same tensor at every step. :class:`TrunkCache` stores that tensor in a
-memory-mapped file the first time sample ``i`` is drawn and afterwards only runs the
-trainable top on the stored tensor, so a step costs the top's forward and backward.
-
-- **When it applies** (``encoder.trunk_cache``: ``auto`` | ``true`` | ``false``): text is
-  always deterministic (tokenisation is a function of the caption); images only with
-  ``aug=none`` (no random crop or colour change: training images get the evaluation
-  transform). A streaming train source has no stable sample index, so
-  nothing is cached for it. ``auto`` caches every tower that qualifies; ``true`` fails
-  with a one-line reason if a tower with frozen layers does not.
-- **Supported towers** (:mod:`vlexp.encoders.tower_splits`): Hugging Face BERT-style
-  text encoders, timm EfficientNet-style image models (EfficientNet-Lite0 of
-  ``encoder=pretrained_small``), open_clip ViTs and causal text transformers. A tower
-  frozen whole (``freeze: all``, the LiT setting; any freezable tower) caches its pooled
-  output, so a step only runs the projections. Other towers, and image towers with
-  patch dropout (a random share of patches per step), train uncached.
-- **Why a partly trained tower gains less**: a cached step still runs the trainable top
-  blocks forward and backward, which the cache cannot remove. Dropping the padded text
-  positions from the top (``trim_padding``) is exact only without active dropout, because
-  dropout masks are drawn for the tensor's shape; with the presets' dropout it stays off.
-- **Key**: one cache folder per tower and (dataset fingerprint, trunk weights
-  fingerprint, freeze point, input preprocessing) under ``<paths.cache_dir>/trunks``; a
-  change of any of them selects another folder, never stale rows.
-- **Filled lazily**: a row is computed when its sample is first drawn, so no run waits
-  for a pass over the whole dataset before its first step and a short or debug run
-  computes only what it uses; the next epoch and the next run read the rows.
-- **Same result**: frozen blocks run in eval mode in both paths (no dropout draws, fixed
-  BatchNorm statistics) and the rows are float32 copies of the trunk's output, so
-  gradients equal the uncached run's up to float rounding (tested).
-- **DDP / resume / samplers**: rows are keyed by the sample index the loader yields, so
-  any sampler and any resume point read the same rows. Ranks share one file: it is
-  created once under a file lock (written to a temporary name, then renamed) and each
-  rank writes the rows of its own samples; a row's ``filled`` flag is set after its
-  values, so a reader never takes a half-written row.
+When a tower trains only its top (``freeze: last_n`` or ``all``) and its training input is
+deterministic (text always; images only with ``aug=none``), the frozen trunk maps sample
+``i`` to the same tensor every step. :class:`TrunkCache` stores it in a memory-mapped
+file the first time ``i`` is drawn and afterwards runs only the trainable top, with the
+same gradients as the uncached run. ``encoder.trunk_cache``: ``auto`` caches what
+qualifies, ``true`` says in one line why a tower cannot be cached. Supported towers, the
+cache key and why a partly trained tower gains less: docs/DESIGN.md ("Cached trunks").
 """
 
 from __future__ import annotations

@@ -1,29 +1,11 @@
 """Object tags for a tag-aware sampler (``sampler.tagging`` of ``sampler=tonics``).
 
-TOnICS groups pairs by the objects they show. ``sampler.tagging.source`` picks the tags:
-
-* ``data`` -- the source's own tags (a ``tags`` column, the shards' ``.json`` ``tags``).
-* ``captions`` -- the captions tagged with an ontology by
-  :class:`~vlexp.data.tags.CaptionTagger` (``tagging.ontology``, ``tagging.backend``), on
-  the fly at start-up, or read from a tag file written once by
-  ``python -m vlexp.cli.tag`` (``tagging.path``).
-* ``auto`` (default) -- the data's tags when they cover at least
-  ``sampler.min_tag_coverage`` of the pairs; otherwise the captions are tagged and the
-  better-covering of the two is used.
-
-``sampler.tagging.groups`` decides what puts a pair in an object's group:
-
-* ``named`` (default) -- its caption names the object: the caption tags, intersected
-  with the data's tags where those are used (a data tag counts only when the caption
-  names it; the captions are read against the data's class names, with the synonyms of
-  the same-named classes of ``tagging.ontology``). Pairs whose caption names none of
-  their tagged objects are untagged (diverse batches only).
-* ``any`` -- every object the tags list, wherever it is in the image.
-
-The coverage (share of pairs with at least one tag) and the pairs of every class are
-logged as a table and kept as :class:`~vlexp.data.tags.TagCoverage` (written to the run's
-``metrics.json`` as ``tag_report``). Whether the coverage suffices is the sampler's
-decision (``sampler.min_tag_coverage``, ``sampler.allow_low_coverage``).
+``sampler.tagging.source`` picks the tags: the data's own (``data``), the captions tagged
+with an ontology (``captions``, on the fly or from a ``vlexp tag`` file), or whichever
+covers more (``auto``). ``sampler.tagging.groups`` decides group membership: ``named``
+(default: the caption names the object) or ``any`` (the object is anywhere in the
+image). Coverage is logged and written to ``metrics.json`` (``tag_report``); too little
+coverage stops the run before training. Details: docs/DESIGN.md ("TOnICS tags").
 """
 
 from __future__ import annotations

@@ -1,90 +1,13 @@
 """TOnICS: ontology-informed curriculum minibatches (``sampler=tonics``).
 
-Srinivasan, Ren, Thomason, "Curriculum Learning for Data-Efficient Vision-Language
-Alignment" (arXiv 2207.14525). InfoNCE takes the other pairs of a minibatch as
-negatives, so the minibatch decides what is learned. This sampler plans two kinds of
-global batches:
-
-* **diverse** -- the pairs cover as many distinct objects as possible: every pair gets
-  one *sampled object* drawn from its tags, and no two pairs of a batch share their
-  sampled object unless some object is sampled by more pairs than there are diverse
-  batches (then its pairs are spread as evenly as possible, at most
-  ``ceil(count / num_diverse_batches)`` per batch).
-* **same object** -- a group (an ontology class) is drawn and the whole global batch is
-  filled with pairs that contain it, so negatives differ only in context.
-
-Batch ``b`` of epoch ``e`` is a same-object batch with probability ``p(progress)``,
-``progress = (e * batches_per_epoch + b) / total``, from a schedule in
-:mod:`vlexp.schedules`. ``total`` is ``total_steps`` (the trainer's
-``max_steps``; it counts sampler batches, so with gradient accumulation pass
-``max_steps * accumulate_grad_batches``) or, when that is ``None``,
-``epochs * batches_per_epoch`` from this sampler's ``epochs`` option. The paper's exact
-schedule, weighting and policies are unknown to us: every default here is our choice.
-
-Options (all config keys of ``conf/sampler/tonics.yaml`` and its schedule preset):
-
-``schedule`` (default ``"linear"``: 0 -> 1 over the first 80% of training, then 1)
-    A schedule name or ``{name: ..., <kwargs>}``; see :mod:`vlexp.schedules`.
-    The default ends training in same-object batches only, the curriculum's end state.
-``ontology_walk`` (default ``False``)
-    ``True`` or ``{start: .., end: ..}``: same-object groups walk from the ontology's
-    roots (a group holds every pair tagged with the class or any descendant) down to
-    leaf classes over training (:class:`~vlexp.schedules.OntologyWalk`).
-    ``False``: every class is its own group.
-``object_weighting`` (default ``"pairs"``)
-    How a same-object batch draws its group: ``"pairs"`` (proportional to the group's
-    pair count, i.e. as often as random batches would meet it), ``"sqrt"`` (to the
-    square root of the count) or ``"uniform"`` (every eligible group alike).
-``small_object_policy`` (default ``"parent"``)
-    Groups with fewer pairs than a global batch.
-    ``"parent"``: merged, deepest first, into their ontology parent
-    (:attr:`TagTable.parents`) until the merged group reaches a batch (sizes for this
-    decision count tag occurrences); a root that stays too small, or a merged group
-    with fewer distinct pairs than a batch, is never drawn.
-    ``"replacement"``: every group with at least ``min_object_pairs`` pairs is eligible;
-    a group smaller than a batch fills it with all its pairs plus pairs drawn again
-    with replacement (the repeats are false negatives of themselves: use with care).
-    ``"skip"``: only groups with at least a global batch of pairs are eligible.
-``untagged_policy`` (default ``"diverse_only"``)
-    Pairs without tags: ``"diverse_only"`` (used in diverse batches only, spread evenly
-    over them) or ``"drop"`` (never used; the epoch shrinks to the tagged pairs).
-``diverse_tag_choice`` (default ``"uniform"``)
-    The sampled object of a pair: ``"uniform"`` over its tags (redrawn every epoch) or
-    ``"rarest"`` (its least frequent tag, which spreads frequent classes like "person").
-``min_object_pairs`` (default 2)
-    Smallest group size drawn under ``small_object_policy="replacement"``.
-``epochs`` (default ``None``)
-    Training length in epochs, used for progress only when ``total_steps`` is ``None``.
-``min_tag_coverage`` (default 0.5)
-    Smallest share of pairs with at least one tag; below it the sampler refuses to start
-    (untagged pairs can only fill diverse batches, so the curriculum would mostly not
-    happen). Tags for untagged data: ``sampler.tagging`` (:mod:`vlexp.samplers.tagging`).
-``allow_low_coverage`` (default ``False``)
-    Start anyway below ``min_tag_coverage``, with a warning.
-``tagging`` (config only)
-    Where the tags come from (the data, the captions, a tag file); resolved before the
-    sampler is built and passed as ``tags`` (:mod:`vlexp.samplers.tagging`).
-
-Within an epoch a pair is used at most once while the data allows: same-object batches
-take unused pairs of their group first and only cycle through the group again once it
-is exhausted; diverse batches use pairs no same-object batch took.
-
-Plans are deterministic from ``(seed, epoch)`` and identical on every rank; the base
-class hands rank ``r`` its slice of each global batch and resumes exactly from
-``{"epoch", "batches_done"}``. Everything is flat numpy (the tag table's CSR arrays plus
-one CSR index of pairs per group), no per-pair Python objects.
-
-``stats`` (logged as ``sampler/<key>`` by :class:`vlexp.train.callbacks.SamplerStatsCallback`)
-holds, after each yielded batch: ``same_object_prob`` (the schedule's probability at
-this batch), ``same_object_batch`` (1.0 if this batch is a same-object batch),
-``same_object_share`` (share of same-object batches in the epoch so far),
-``ontology_level`` (with ``ontology_walk``) and, per epoch, ``epoch_same_object_share``,
-``diverse_distinct_objects`` (mean distinct sampled objects per diverse batch),
-``repeated_pair_share`` (share of slots holding a pair already used this epoch),
-``untagged_pairs`` and ``untagged_share``. :meth:`TonicsBatchSampler.batch_phase` and
-:meth:`TonicsBatchSampler.epoch_plan` (phase, group, ontology level and probability of
-every batch) expose the plan itself. With DataLoader workers the sampler runs a
-few batches ahead of the training step, so per-batch stats lead by the prefetch depth.
+Srinivasan, Ren, Thomason (arXiv 2207.14525). Each global batch is either *diverse* (its
+pairs cover as many distinct objects as possible) or *same object* (every pair belongs
+to one object's group, so negatives differ only in context); batch ``b`` is a same-object
+batch with probability ``p(progress)`` from a schedule of :mod:`vlexp.schedules`
+(``conf/sampler/schedule/``). Plans are deterministic from ``(seed, epoch)``, identical on
+every rank, and resume exactly. The options are in :data:`TONICS_SCHEMA` and
+docs/OPTIONS.md; the planning rules, small-group policies and logged statistics are in
+docs/DESIGN.md ("TOnICS"). Every default is our choice: the paper's are not known to us.
 """
 
 from __future__ import annotations

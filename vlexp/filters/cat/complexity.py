@@ -1,49 +1,11 @@
-"""Caption complexity: the densest node of a caption's object/attribute/relation graph.
+"""Caption complexity (CAT's "C"): the densest node of a caption's object graph.
 
-DiHT's CAT filter keeps a caption only if it is "complex enough". The paper parses
-captions into a graph of objects, attributes and relations; its exact measure and
-threshold are not public. We take complexity to be the largest number of edges at any
-node of that graph (our reading of the paper, not verified against its code), and the
-CAT filter keeps captions of complexity >= 2 by default (``filter.min_complexity``).
-
-The graph is built from a spaCy dependency parse (any English pipeline with a tagger
-and a parser):
-
-- **objects** are nouns and proper nouns (and personal pronouns used as subjects or
-  objects); a noun used as a ``compound`` modifier of another noun ("*coffee* cup") is
-  an attribute instead, and the leading words of a multi-word name ("New York") are
-  part of the name (neither objects nor attributes);
-- **attributes** are adjectives, compound nouns and numerals attached to an object
-  (``amod``, ``compound``, ``nummod``, adjectives coordinated with those, and
-  predicative adjectives: "the dog is *brown*"); each is a node with one edge to its
-  object;
-- **relations** are nodes linking objects: a preposition links the object it hangs
-  from (directly, or through the verb it hangs from: the verb's subject) to its
-  prepositional object(s) ("dog -*on*- couch", "people -*at*- table" for "people sitting
-  at a table"); a verb links its subject(s) to its direct object(s) ("man -*riding*-
-  horse"); a verb with neither an object nor a prepositional phrase is a one-edge node
-  on its subject ("a dog *running*"); a possessive ("a woman's hat") is a relation
-  between the two objects.
-- **frames are not scene content.** A picture noun (:data:`FRAMING_NOUNS`: photo,
-  picture, image, close-up, view, illustration, ...) that frames something ("a *photo*
-  of a cat", "a photo *showing* a cat", "stock photo: a man ...") or heads the caption
-  is not an object: its "of" link and depiction verb are not relations, its adjectives
-  ("a *black and white* photo") are not attributes, and whatever hangs from it is
-  attached to what it frames ("a photo of a cat *on a sofa*": cat -on- sofa). A
-  quantity noun with an "of" object (:data:`QUANTITY_NOUNS`: "a *group* of people",
-  "a herd of cattle") is an attribute of that object, like a numeral. Otherwise "a
-  photo of a cat" would score 2 (the relation "of" has two edges) and pass as complex.
-
-Shop boilerplate (a price, a percentage or a sales phrase: "Sale! 50% off all summer
-dresses", :mod:`vlexp.filters.cat.boilerplate`) has complexity 0 whatever its graph: it
-sells rather than describes (``filter.shop_boilerplate=true``, the default).
-
-So "a dog" and "a photo of a cat" have complexity 0, "a brown dog" and "a group of
-people" 1, "a dog on a beach" 2 (the relation node "on" has two edges) and "a small
-brown dog on a red couch" 3 (dog: small, brown, on).
-
-``python -m vlexp.filters.cat.examples [--min-complexity N] [CAPTION ...]`` prints, as a
-Markdown table, the graph, complexity and CAT caption decisions of captions.
+A spaCy parse gives a graph of objects (nouns), attributes (adjectives, compounds,
+numerals) and relations (prepositions, verbs); complexity is the largest number of edges
+at any node, and CAT keeps captions of complexity >= ``filter.min_complexity`` (2). This
+is our reading of DiHT, not verified against its code. Shop boilerplate (prices,
+percentages, sale and shipping words; :mod:`vlexp.filters.cat.boilerplate`) scores 0.
+The graph rules and worked examples are in docs/DESIGN.md ("CAT: complexity").
 """
 
 from __future__ import annotations

