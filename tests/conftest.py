@@ -2,7 +2,7 @@
 
 - io.py: encoders/test_open_clip.py, test_safe_loading.py, train/test_resume_checkpoints.py
 - registry.py: test_config.py, test_config_validation.py
-- run.py: cli/test_sources_export_cli.py, experiments/test_experiment_harness.py, test_config_validation.py, train/test_scale_units.py ...
+- run.py: cli/test_doc_commands.py, cli/test_sources_export_cli.py, experiments/test_experiment_harness.py, test_config_validation.py ...
 - run_options.py: the tests of the modules that use it (no direct import)
 """
 

@@ -67,6 +67,12 @@ def _valid(overrides: list[str], tmp_path: Path) -> None:
         (["objective.name=bogus"], "objective.name=bogus", "hnnce"),
         (["eval.monitor=val/bogus"], "eval.monitor=val/bogus", "val/mean_R@1"),
         (["eval.monitor=val/synthetic/i2t_R@7"], "eval.monitor", "eval.ks"),
+        (["eval.retrieval_ties=random"], "eval.retrieval_ties=random", "pessimistic"),
+        (
+            ["eval.retrieval_identical_captions=maybe"],
+            "eval.retrieval_identical_captions",
+            "true/false",
+        ),
         (["trainer.val_check_interval=0"], "trainer.val_check_interval=0", "integer >= 1"),
         (["trainer.val_check_interval=-5"], "trainer.val_check_interval=-5", "(0, 1]"),
         (["trainer.val_check_interval=1.5"], "trainer.val_check_interval", "(0, 1]"),

@@ -18,6 +18,7 @@ from vlexp.registry import Opt
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
+RETRIEVAL_TIES = ("topk", "pessimistic", "optimistic")  # vlexp.eval.metrics.retrieval
 _POS_INT = Opt(int, lo=1)
 _COUNT = Opt(int, lo=0)
 
@@ -72,6 +73,14 @@ EVAL = {
         doc="a non-empty list of integers >= 1 (Recall@K)",
     ),  # fmt: skip
     "chunk_size": Opt(int, lo=1, doc="query rows scored at once in retrieval (>= 1)"),
+    "retrieval_ties": Opt(
+        choices=RETRIEVAL_TIES,
+        doc="one of topk (torch.topk's order, as CLIP_benchmark), pessimistic, optimistic: "
+        "how retrieval ranks tied scores",
+    ),
+    "retrieval_identical_captions": Opt(
+        bool, doc="true/false: a caption with the same text as an image's own is its ground truth"
+    ),
     "monitor": Opt(str, nullable=True, doc="the validation metric best.ckpt and sweeps follow"),
     "monitor_mode": Opt(choices=("min", "max")),
     "extra_sets": Opt(dict, nullable=True, doc="named eval sets (see eval=coco|flickr30k|...)"),

@@ -15,18 +15,27 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vlexp import run_options
+from vlexp.cli import CONF_DIR
+from vlexp.config import ConfigError, exit_on_config_error
+
 log = logging.getLogger("vlexp")
 
 
 def run_config_for_eval(cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
-    """The run's config with the chosen eval preset (if any) and no training filter
-    (the training pairs are not needed to evaluate)."""
+    """The run's config with the chosen eval preset (if any; options a run of an older
+    version lacks take ``conf/eval/default.yaml``'s values) and no training filter (the
+    training pairs are not read to evaluate)."""
     run_cfg = OmegaConf.create(OmegaConf.to_container(run_cfg, resolve=False))
+    chosen = cfg.eval if cfg.get("eval") is not None else run_cfg.get("eval")
+    defaults = OmegaConf.load(Path(CONF_DIR) / "eval" / "default.yaml")
     with open_dict(run_cfg):
-        if cfg.get("eval") is not None:
-            run_cfg.eval = OmegaConf.to_container(cfg.eval, resolve=True)
+        run_cfg.eval = OmegaConf.to_container(OmegaConf.merge(defaults, chosen), resolve=True)
         run_cfg.filter = {"name": "none"}
         run_cfg.paths.output_dir = str(cfg.output_dir)
+    errors = run_options.TOP["eval"].errors(OmegaConf.to_container(run_cfg.eval), "eval")
+    if errors:
+        raise ConfigError("Invalid configuration: " + "; ".join(e.strip() for e in errors))
     return run_cfg
 
 
@@ -37,6 +46,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     from vlexp.objectives.base import Objective
     from vlexp.train.checkpoints import (
+        checkpoint_config,
         checkpoint_step,
         load_model_and_config,
         read_checkpoint,
@@ -44,21 +54,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         stored_choices,
     )
     from vlexp.train.datamodule import VLDataModule
-    from vlexp.train.module import VLModule
+    from vlexp.train.module import VLModule, eval_options
     from vlexp.train.run import run_test, test_table, write_metrics
 
     ckpt = resolve_checkpoint(str(cfg.ckpt))
-    model, stored = load_model_and_config(ckpt, cfg.get("config"), cfg.get("run_dir"))
-    run_cfg = run_config_for_eval(cfg, stored)
+    config, run_dir = cfg.get("config"), cfg.get("run_dir")
+    run_cfg = run_config_for_eval(cfg, checkpoint_config(ckpt, config, run_dir))  # checked first
+    model, stored = load_model_and_config(ckpt, config, run_dir)
     torch.set_float32_matmul_precision("high")
     L.seed_everything(int(run_cfg.seed), workers=True, verbose=False)
     log.info("seed: %d", int(run_cfg.seed))
-    module = VLModule(
-        model,
-        Objective(),
-        eval_ks=tuple(run_cfg.eval.ks),
-        eval_chunk_size=int(run_cfg.eval.chunk_size),
-    )
+    module = VLModule(model, Objective(), **eval_options(run_cfg.eval))
     datamodule = VLDataModule.for_model(
         run_cfg, model, extra_eval_sets=run_cfg.eval.get("extra_sets")
     )
@@ -85,6 +91,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "encoder": run_cfg.encoder.name,
         "seed": int(run_cfg.seed),
         "global_step": checkpoint_step(ckpt),
+        "retrieval_ties": run_cfg.eval.retrieval_ties,
+        "retrieval_identical_captions": run_cfg.eval.retrieval_identical_captions,
         "test": test_metrics,
         "test_table": rows,
         "bad_samples": datamodule.bad_samples,
@@ -94,5 +102,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Hydra task of ``vlexp eval``."""
-    return evaluate(cfg)
+    """Hydra task of ``vlexp eval``; a config error ends it in one line (exit code 2)."""
+    try:
+        return evaluate(cfg)
+    except ConfigError as exc:
+        exit_on_config_error(exc)

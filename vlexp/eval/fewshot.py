@@ -549,7 +549,7 @@ def fewshot_curve(
     check_protocol(protocol)
     from vlexp.eval.metrics.zeroshot import class_embeddings
 
-    datamodule.setup("fit")
+    datamodule.setup("validate")  # the eval sets only: no training data read
     val_es, test_es = datamodule.val_sets[pool_set], datamodule.test_sets[test_set]
     if not val_es.class_names or list(val_es.class_names) != list(test_es.class_names):
         raise ValueError(

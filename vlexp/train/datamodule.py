@@ -126,13 +126,20 @@ class VLDataModule(L.LightningDataModule):
 
     # ---------------------------------------------------------------- setup
     def setup(self, stage: str | None = None) -> None:
-        if self.splits is not None:
+        """Build the data: for ``fit`` (or None) everything; for any other stage
+        (``validate``, ``test``: evaluating a checkpoint) only the evaluation sets, so no
+        training pair is read, filtered or planned and no stream opened."""
+        with_train = stage in (None, "fit")
+        if self.splits is not None and (self.splits.train is not None or not with_train):
             return
         extra = build_extra_eval_sets(self.extra_eval_sets)  # paths checked before training
-        splits = DATASETS.build(self.data_cfg["source"], seed=self.seed)
+        splits = DATASETS.build(self.data_cfg["source"], seed=self.seed, build_train=with_train)
         splits.val, splits.test = splits.val + extra["val"], splits.test + extra["test"]
-        _set_decoder(splits.train, self._decoder(None))  # a filter sees full images
-        if is_streaming(splits.train):
+        if splits.train is not None:
+            _set_decoder(splits.train, self._decoder(None))  # a filter sees full images
+        if splits.train is None:
+            self.train_set = None
+        elif is_streaming(splits.train):
             check_streaming_setup(splits.train, self.sampler_cfg, self.filter_cfg, self.total_steps)
             self.train_set = splits.train
         else:
@@ -158,7 +165,7 @@ class VLDataModule(L.LightningDataModule):
         """Count the readers' bad samples here, from records the batches carry, so counts
         and the ceiling do not depend on ``data.num_workers`` (:mod:`vlexp.data.bad_samples`)."""
         assert self.splits is not None
-        if not is_streaming(self.train_set):
+        if self.train_set is not None and not is_streaming(self.train_set):
             self.tally.track("train", _reader(self.train_set))
         for stage, sets in (("val", self.splits.val), ("test", self.splits.test)):
             for s in sets:

@@ -61,6 +61,16 @@ def upcast_half(module: nn.Module) -> nn.Module:
     return module._apply(lambda t: t.float() if t.dtype in HALF_DTYPES else t)
 
 
+def eval_options(eval_cfg: Any) -> dict[str, Any]:
+    """:class:`VLModule`'s evaluation arguments from a run's ``eval`` config section."""
+    return {
+        "eval_ks": tuple(eval_cfg["ks"]),
+        "eval_chunk_size": int(eval_cfg["chunk_size"]),
+        "eval_ties": str(eval_cfg["retrieval_ties"]),
+        "eval_identical_captions": bool(eval_cfg["retrieval_identical_captions"]),
+    }
+
+
 def optimizer_groups(
     module: nn.Module, objective: Objective, lr: float, weight_decay: float
 ) -> list[dict[str, Any]]:
@@ -100,6 +110,8 @@ class VLModule(L.LightningModule):
         eval_ks: tuple[int, ...] = (1, 5, 10),
         eval_chunk_size: int = 1024,
         accum_freq: int = 1,
+        eval_ties: str = "topk",
+        eval_identical_captions: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -116,6 +128,8 @@ class VLModule(L.LightningModule):
         self.fused = fused
         self.eval_ks = tuple(eval_ks)
         self.eval_chunk_size = eval_chunk_size
+        self.eval_ties = eval_ties  # retrieval's tie rule (eval.retrieval_ties)
+        self.eval_identical_captions = eval_identical_captions
         if int(accum_freq) < 1:
             raise ValueError(f"optim.accum_freq must be an integer >= 1, got {accum_freq}")
         self.accum_freq = int(accum_freq)
@@ -340,7 +354,15 @@ class VLModule(L.LightningModule):
         cap_img = torch.as_tensor(eval_set.caption_image, device=image_emb.device).long()
         if eval_set.retrieval and text_emb is not None:
             out.update(
-                retrieval_recall(image_emb, text_emb, cap_img, self.eval_ks, self.eval_chunk_size)
+                retrieval_recall(
+                    image_emb,
+                    text_emb,
+                    cap_img,
+                    self.eval_ks,
+                    self.eval_chunk_size,
+                    ties=self.eval_ties,
+                    captions=eval_set.captions if self.eval_identical_captions else None,
+                )
             )
         if eval_set.distractors and any(eval_set.distractors) and text_emb is not None:
             true_emb = torch.zeros_like(image_emb)

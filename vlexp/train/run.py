@@ -30,7 +30,7 @@ from vlexp.train.checkpoints import RunConfigInCheckpoint, checkpoint_step, read
 from vlexp.train.datamodule import VLDataModule
 from vlexp.train.loggers import build_loggers, finish_wandb
 from vlexp.train.model_opts import apply_model_opts
-from vlexp.train.module import VLModule
+from vlexp.train.module import VLModule, eval_options
 from vlexp.train.periodic_checkpoints import PeriodicCheckpoint
 from vlexp.train.progress import EpochProgressBar
 from vlexp.train.report import metrics_rows, print_metrics_table, run_title
@@ -102,8 +102,7 @@ def build_components(cfg: DictConfig) -> tuple[VLModule, VLDataModule]:
         cooldown_steps=int(cfg.optim.get("cooldown_steps") or 0),
         cooldown_power=float(cfg.optim.get("cooldown_power") or 1.0),
         accum_freq=int(cfg.optim.get("accum_freq") or 1),
-        eval_ks=tuple(cfg.eval.ks),
-        eval_chunk_size=cfg.eval.chunk_size,
+        **eval_options(cfg.eval),
     )
     max_steps = int(cfg.trainer.max_steps)
     datamodule = VLDataModule.for_model(

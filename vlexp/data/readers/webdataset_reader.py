@@ -103,6 +103,29 @@ def _mix(
             live.remove(k)
 
 
+def shard_vocab(sources: Sequence[Sequence[str]], class_names: Any) -> ClassVocab | None:
+    """The class list of shard ``sources`` (one url list each): ``class_names`` when
+    given, else the ``classes.json`` by each source's first (local) shard, which must
+    agree, else the names found in the shards (a scan); None when they have none."""
+    if class_names is not None:
+        return ClassVocab.resolve(class_names, None)
+    found: list[ClassVocab] = []
+    for shards in sources:
+        first = shards[0]
+        if is_local(first):
+            v = ClassVocab.resolve(None, Path(local_path(first)).parent)
+            if v is not None:
+                found.append(v)
+    if not found:
+        return vocab_from_shards([u for s in sources for u in s])
+    if any(v.class_names != found[0].class_names for v in found[1:]):
+        raise ValueError(
+            "the sources' classes.json files list different classes; pass class_names "
+            "(a shared list) so tags map to the same ids"
+        )
+    return found[0]
+
+
 class WebDatasetPairs(torch.utils.data.IterableDataset):
     """Streaming pairs from tar shards (see the module docstring).
 
@@ -222,23 +245,7 @@ class WebDatasetPairs(torch.utils.data.IterableDataset):
         self._iters_since_set = 0
 
     def _resolve_vocab(self, class_names: Any) -> ClassVocab | None:
-        if class_names is not None:
-            return ClassVocab.resolve(class_names, None)
-        found: list[ClassVocab] = []
-        for shards in self.shards:
-            first = shards[0]
-            if is_local(first):
-                v = ClassVocab.resolve(None, Path(local_path(first)).parent)
-                if v is not None:
-                    found.append(v)
-        if not found:
-            return vocab_from_shards([u for s in self.shards for u in s])
-        if any(v.class_names != found[0].class_names for v in found[1:]):
-            raise ValueError(
-                "the sources' classes.json files list different classes; pass class_names "
-                "(a shared list) so tags map to the same ids"
-            )
-        return found[0]
+        return shard_vocab(self.shards, class_names)
 
     # ---------------------------------------------------------------- views
     @property

@@ -11,9 +11,13 @@ from vlexp.registry import Registry
 
 @dataclass
 class DataSplits:
-    """What a data source provides: training pairs plus validation and test sets."""
+    """What a data source provides: training pairs plus validation and test sets.
 
-    train: PairSource
+    ``train`` is None when the source was built for evaluation (``build_train=False``,
+    passed by the datamodule to every source): the held-out sets only.
+    """
+
+    train: PairSource | None
     val: list[EvalSet] = field(default_factory=list)
     test: list[EvalSet] = field(default_factory=list)
 

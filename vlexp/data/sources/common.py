@@ -86,7 +86,7 @@ def _accepted(func: Any) -> list[str]:
     return [
         n
         for n, p in inspect.signature(func).parameters.items()
-        if p.kind is not inspect.Parameter.VAR_KEYWORD and n != "seed"
+        if p.kind is not inspect.Parameter.VAR_KEYWORD and n not in ("seed", "build_train")
     ]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vlexp.data.readers.csv_reader import CsvPairs, table_columns, table_format
+from vlexp.data.records import ClassVocab
 from vlexp.data.sources.base import DATASETS, DataSplits
 from vlexp.data.sources.common import SplitOptions, capped, held_out_names, need_dir, need_file
 from vlexp.data.sources.schema import CSV_SCHEMA
@@ -82,6 +83,7 @@ def csv_splits(
     check_files: bool = True,
     val_path: str | None = None,
     test_path: str | None = None,
+    build_train: bool = True,
     **options: Any,
 ) -> DataSplits:
     """Pairs listed in a CSV/TSV/parquet table of image paths (relative to ``root``, default
@@ -90,9 +92,15 @@ def csv_splits(
     ``tags_col`` / ``label_col``: a column name, ``"auto"`` (``tags`` / ``label`` when the
     table has such a column) or ``None``. Tags are class names joined by ``;``. Shared
     options (caps, held-out naming, bad-sample policy): :class:`SplitOptions`.
+    ``build_train=False`` (evaluation) reads the training table only when the class list
+    comes from it (no ``class_names``, no ``classes.json`` beside it).
     """
     opts = SplitOptions.take("csv", csv_splits, options)
-    table = need_file(path, "data.source.path", "pairs table (.csv/.tsv/.parquet)")
+    table = (
+        need_file(path, "data.source.path", "pairs table (.csv/.tsv/.parquet)")
+        if build_train
+        else None
+    )
     if root is not None:
         need_dir(root, "data.source.root", "image root folder")
     temps = opts.prompt_templates()
@@ -113,15 +121,20 @@ def csv_splits(
             min_samples=opts.min_samples,
         )
 
-    train = read(table, opts.class_names)
-    vocab = train.vocab if train.vocab is not None else opts.class_names
-
     def held(key: str, value: Any) -> Any:
         if value is None:
             return None
         p = need_file(value, f"data.source.{key}", "held-out pairs table")
         return lambda: read(p, vocab)
 
+    if not build_train:
+        vocab = _eval_vocab(path, opts.class_names, lambda t: read(t, None))
+        val, test = held("val_path", val_path), held("test_path", test_path)
+        return DataSplits(
+            None, opts.held_out("val", val, temps), opts.held_out("test", test, temps)
+        )
+    train = read(table, opts.class_names)
+    vocab = train.vocab if train.vocab is not None else opts.class_names
     log.info(
         "data=csv: %d training pairs from %s (tags: %s)",
         len(train),
@@ -133,6 +146,18 @@ def csv_splits(
         val=opts.held_out("val", held("val_path", val_path), temps),
         test=opts.held_out("test", held("test_path", test_path), temps),
     )
+
+
+def _eval_vocab(path: Any, class_names: Any, read: Any) -> Any:
+    """The training table's class list as training resolves it: ``class_names``, else the
+    ``classes.json`` beside the table, else the names the table uses (``read(table)``)."""
+    if class_names is not None:
+        return ClassVocab.resolve(class_names, None)
+    beside = ClassVocab.resolve(None, Path(str(path)).expanduser().parent) if path else None
+    if beside is not None:
+        return beside
+    table = need_file(path, "data.source.path", "pairs table (.csv/.tsv/.parquet)")
+    return read(table).vocab
 
 
 def _auto_col(value: str | None, default: str, columns: list[str]) -> str | None:

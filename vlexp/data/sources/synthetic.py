@@ -23,7 +23,9 @@ def _train_size(options: dict[str, Any]) -> int | None:
     schema=SYNTHETIC_SCHEMA,
     hooks={"eval_names": lambda options: ["synthetic"], "train_size": _train_size},
 )
-def synthetic_splits(seed: int = 0, finegrained_k: int = 4, **knobs: Any) -> DataSplits:
+def synthetic_splits(
+    seed: int = 0, finegrained_k: int = 4, build_train: bool = True, **knobs: Any
+) -> DataSplits:
     """Train pairs, val (`synthetic`) and test (`synthetic`, `compositional`, `finegrained`,
     `single`) sets.
 
@@ -35,12 +37,13 @@ def synthetic_splits(seed: int = 0, finegrained_k: int = 4, **knobs: Any) -> Dat
     The `single` set (``num_test_single`` images, default as many as ``num_test``, 0 =
     no such set) scores zero-shot classification only: each image holds exactly one
     object, labelled with its class, so a prompt naming one class can describe the whole
-    image (chance ``1/classes``).
+    image (chance ``1/classes``). ``build_train=False`` (evaluation) generates no training
+    pair (every split is generated on its own, so the others do not change).
     """
     from vlexp.data.synthetic import build_synthetic, classification_class_names, prompt_templates
 
     k = _check_k(finegrained_k)
-    splits = build_synthetic(seed=seed, **knobs)
+    splits = build_synthetic(seed=seed, **(knobs if build_train else {**knobs, "num_train": 0}))
     names, templates = list(classification_class_names()), list(prompt_templates())
 
     def eval_set(name: str, split: str) -> EvalSet:
@@ -56,7 +59,8 @@ def synthetic_splits(seed: int = 0, finegrained_k: int = 4, **knobs: Any) -> Dat
     if len(splits["test_single"]) > 0:
         single = eval_set("single", "test_single")
         test.append(dataclasses.replace(single, retrieval=False))  # captions repeat: no retrieval
-    return DataSplits(train=splits["train"], val=[eval_set("synthetic", "val")], test=test)
+    train = splits["train"] if build_train else None
+    return DataSplits(train=train, val=[eval_set("synthetic", "val")], test=test)
 
 
 def _max_k() -> int:

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from vlexp.data.readers.webdataset_reader import StreamingPairs
+from vlexp.data.readers.webdataset_reader import StreamingPairs, shard_vocab
 from vlexp.data.sources.base import DATASETS, DataSplits
 from vlexp.data.sources.common import (
     SplitOptions,
@@ -43,6 +43,7 @@ def webdataset_splits(
     index_dir: str | None = None,
     index_workers: int = 0,
     seed: int = 0,
+    build_train: bool = True,
     **options: Any,
 ) -> DataSplits:
     """Streaming pairs from img2dataset-style tar shards (``urls``, or several ``sources``
@@ -51,7 +52,8 @@ def webdataset_splits(
     ``resampled=true`` draws shards with replacement, ``samples_per_epoch`` (default
     ``num_train``, else all known samples) per epoch, split evenly over ranks: use it for
     multi-GPU runs. Held-out ``val_urls`` / ``test_urls`` are indexed (one pass, cached in
-    ``index_dir``) and read map-style.
+    ``index_dir``) and read map-style. ``build_train=False`` (evaluation) opens no stream:
+    only the training shards' class list is looked up, for the held-out labels.
     """
     opts = SplitOptions.take("webdataset", webdataset_splits, options)
     if (urls is None) == (sources is None):
@@ -59,17 +61,56 @@ def webdataset_splits(
             "data=webdataset needs exactly one of data.source.urls (one set of shards) or "
             "data.source.sources (a list of shard specs mixed by data.source.weights)"
         )
+    names = plain_list(opts.class_names)
+    if build_train:
+        train = _stream(_listed(urls, sources), weights, shuffle_buffer, shuffle_shards,
+                        resampled, samples_per_epoch, seed, opts)  # fmt: skip
+        vocab = train.vocab
+        log.info(
+            "data=webdataset: %d shard(s), %s samples known, resampled=%s",
+            sum(len(s) for s in train.shards),
+            train.num_known_samples,
+            resampled,
+        )
+    else:  # evaluation: the class list only (shards not even listed when class_names is set)
+        train, listed = None, {} if names is not None else _listed(urls, sources)
+        vocab = shard_vocab(listed.get("sources") or [listed["urls"]] if listed else [], names)
+    vocab = vocab if vocab is not None else names
+    temps = opts.prompt_templates()
+    build = {
+        k: shard_eval_builder(v, f"data.source.{k}", vocab, index_workers, index_dir, opts)
+        for k, v in (("val_urls", val_urls), ("test_urls", test_urls))
+    }
+    return DataSplits(
+        train=train,
+        val=opts.held_out("val", build["val_urls"], temps),
+        test=opts.held_out("test", build["test_urls"], temps),
+    )
+
+
+def _listed(urls: Any, sources: Any) -> dict[str, Any]:
+    """``{"urls": [...]}`` (one source) or ``{"sources": [[...], ...]}``: the shard urls."""
     if urls is not None:
-        shard_arg: dict[str, Any] = {"urls": shards_of(urls, "data.source.urls")}
-    else:
-        shard_arg = {
-            "sources": [shards_of(s, f"data.source.sources[{k}]") for k, s in enumerate(sources)]
-        }  # type: ignore[arg-type]
+        return {"urls": shards_of(urls, "data.source.urls")}
+    return {"sources": [shards_of(s, f"data.source.sources[{k}]") for k, s in enumerate(sources)]}
+
+
+def _stream(
+    shards: dict[str, Any],
+    weights: Sequence[float] | None,
+    shuffle_buffer: int,
+    shuffle_shards: bool,
+    resampled: bool,
+    samples_per_epoch: int | None,
+    seed: int,
+    opts: SplitOptions,
+) -> StreamingPairs:
+    """The training stream (rank 0 of 1 until the datamodule binds it to its rank)."""
     if resampled and samples_per_epoch is None:
         samples_per_epoch = opts.cap("train")
-    train = StreamingPairs(
-        shard_arg.get("urls"),
-        sources=shard_arg.get("sources"),
+    return StreamingPairs(
+        shards.get("urls"),
+        sources=shards.get("sources"),
         weights=None if weights is None else list(weights),
         rank=0,
         world_size=1,
@@ -82,21 +123,4 @@ def webdataset_splits(
         max_bad_fraction=opts.max_bad_fraction,
         min_samples=opts.min_samples,
         max_samples=None if resampled else opts.cap("train"),
-    )
-    temps = opts.prompt_templates()
-    vocab = train.vocab if train.vocab is not None else plain_list(opts.class_names)
-    build = {
-        k: shard_eval_builder(v, f"data.source.{k}", vocab, index_workers, index_dir, opts)
-        for k, v in (("val_urls", val_urls), ("test_urls", test_urls))
-    }
-    log.info(
-        "data=webdataset: %d shard(s), %s samples known, resampled=%s",
-        sum(len(s) for s in train.shards),
-        train.num_known_samples,
-        resampled,
-    )
-    return DataSplits(
-        train=train,
-        val=opts.held_out("val", build["val_urls"], temps),
-        test=opts.held_out("test", build["test_urls"], temps),
     )

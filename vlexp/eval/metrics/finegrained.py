@@ -7,7 +7,7 @@ reversed, subject and object swapped, another verb; see
 correct when its true caption scores strictly above every one of its distractors
 (``finegrained_acc``, chance ``1 / (k + 1)``); ``finegrained_rank`` is the mean rank of
 the true caption among the ``k + 1`` candidates (1 = best, chance ``1 + k / 2``). Ties
-are broken pessimistically, as in :mod:`vlexp.eval.metrics.retrieval`: a distractor that scores
+are broken pessimistically (retrieval's ``pessimistic`` rule): a distractor that scores
 exactly as high as the true caption ranks above it.
 
 Distractors are stored flat: ``distractor_emb[m]`` is a distractor of image
