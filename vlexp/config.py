@@ -301,7 +301,8 @@ def val_set_names(cfg: DictConfig) -> list[str]:
     source = _get(cfg, "data.source")
     name = source.get("name") if OmegaConf.is_dict(source) else None
     eval_names = DATASETS.hook(name, "eval_names")
-    options = {**DATASETS.defaults(name), **source} if eval_names is not None else {}
+    plain = OmegaConf.to_container(source, resolve=False) if OmegaConf.is_dict(source) else {}
+    options = {**DATASETS.defaults(name), **plain} if eval_names is not None else {}
     names = list(eval_names(options)) if eval_names is not None else []
     extra = _get(cfg, "eval.extra_sets")
     if OmegaConf.is_dict(extra):

@@ -168,17 +168,17 @@ def test_self_teacher_at_student_scale_is_refused_by_the_constructor() -> None:
 @pytest.mark.parametrize(
     ("overrides", "key", "match"),
     [
-        (["objective=softalign", "objective.teacher=self"], "objective:", "teacher=ema"),
+        (["objective=softalign", "objective.teacher=self"], "objective.", "teacher=ema"),
         (
             [
                 "objective=composite",
                 "objective.terms.main.name=softalign",
                 "+objective.terms.main.teacher=self",
             ],
-            "objective.terms.main:",
+            "objective.terms.main.",
             "teacher=self with use_student_scale=true",
         ),
-        (["objective=softalign", "objective.ema_decay=0.0"], "objective:", "ema_decay in (0, 1)"),
+        (["objective=softalign", "objective.ema_decay=0.0"], "objective.ema_decay=0.0", "(0, 1)"),
         (
             [
                 "objective=softalign",
@@ -188,7 +188,7 @@ def test_self_teacher_at_student_scale_is_refused_by_the_constructor() -> None:
                 "encoder.init_temperature=0.07",
                 "encoder.learn_temperature=false",
             ],
-            "objective:",
+            "objective.",
             "frozen temperature",
         ),
     ],
