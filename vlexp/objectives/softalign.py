@@ -201,7 +201,14 @@ def target_entropy(targets: torch.Tensor) -> torch.Tensor:
             help="ema (EMA copy of the towers) or self (the current model, detached)",
         ),
         "ema_decay": Opt(
-            float, lo=0.0, hi=1.0, open_lo=True, open_hi=True, help="decay d of the EMA teacher"
+            float,
+            lo=0.0,
+            hi=1.0,
+            open_lo=True,
+            open_hi=True,
+            doc="a decay in (0, 1) (at 0 the EMA teacher is the student itself: CLIP's "
+            "gradient, rescaled)",
+            help="decay d of the EMA teacher",
         ),
         "ema_encoder": Opt(
             dict, nullable=True, help="encoder config of the EMA copy (the student's own)"
