@@ -6,7 +6,6 @@
 - run_options.py: the tests of the modules that use it (no direct import)
 """
 
-
 from __future__ import annotations
 
 import os

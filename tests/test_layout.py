@@ -29,3 +29,15 @@ def test_no_test_file_left_outside_its_folder():
     cross = {"test_config_validation.py", "test_import_graph.py", "test_layout.py",
              "test_packaging.py", "test_safe_loading.py", "test_gpu_check.py"}  # fmt: skip
     assert top <= own | cross, sorted(top - own - cross)
+
+
+def test_module_docstrings_say_what_and_why_in_a_few_lines():
+    """The reasoning lives in docs/DESIGN.md; a module docstring stays under 26 lines."""
+    import ast
+
+    long = []
+    for module in sorted((ROOT / "vlexp").rglob("*.py")):
+        doc = ast.get_docstring(ast.parse(module.read_text(encoding="utf-8")), clean=False)
+        if doc and doc.count("\n") + 1 > 25:
+            long.append(f"{module.relative_to(ROOT)} ({doc.count(chr(10)) + 1} lines)")
+    assert not long, long

@@ -9,4 +9,3 @@
 - teacher.py: cli/test_cli.py
 - train.py: cli/test_cli.py, test_config_validation.py
 """
-

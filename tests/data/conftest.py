@@ -8,4 +8,3 @@
 - templates.py: data/test_data_paths.py
 - types.py: data/sources/test_webdataset.py, data/synthetic/test_synthetic_determinism.py, data/test_data_io_csv.py, data/test_data_io_webdataset.py ...
 """
-

@@ -11,4 +11,3 @@
 - tokenizers.py: encoders/test_hf_timm.py, encoders/test_pretrained_small.py
 - tower_splits.py: the tests of the modules that use it (no direct import)
 """
-

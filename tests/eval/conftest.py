@@ -2,4 +2,3 @@
 
 - extra_sets.py: eval/test_clip_benchmark.py, eval/test_eval_datasets.py
 """
-

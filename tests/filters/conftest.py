@@ -3,4 +3,3 @@
 - base.py: filters/filter_pass/test_filter_pass_orphans.py
 - none.py: the tests of the modules that use it (no direct import)
 """
-

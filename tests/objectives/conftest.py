@@ -4,4 +4,3 @@
 - clip.py: train/test_scale_units.py
 - distributed.py: objectives/concepts/test_concepts.py, objectives/concepts/test_concepts_heads.py, objectives/concepts/test_concepts_lazy.py, objectives/concepts/test_concepts_mechanism.py ...
 """
-

@@ -12,4 +12,3 @@
 - slurm.py: test_safe_loading.py, train/test_periodic_checkpoints.py, train/test_resume_checkpoints.py, train/test_scale_units.py
 - sweep.py: test_config_validation.py, train/test_loggers_wandb.py, train/test_scale_units.py, train/test_scale_wandb.py
 """
-

@@ -1,31 +1,12 @@
 """Accounting for bad samples: skip them, count them per reason, abort past a ceiling.
 
-Readers never stop on one broken record and never drop one silently. Every reader owns
-a :class:`BadSampleCounter`; it is told about each good sample (:meth:`~BadSampleCounter.ok`)
-and each skipped one (:meth:`~BadSampleCounter.add`, with a reason such as
-``"broken_image"``). The first few occurrences of every reason are logged with their
-detail; once at least ``min_samples`` samples were seen, a bad fraction above
-``max_bad_fraction`` raises :class:`TooManyBadSamples` naming the counts per reason.
-
-Records that are kept but altered (a tag name missing from the class list) are
-*notes*: counted and logged the same way but not part of the bad fraction.
-
-Map-style readers count *rows*: a counter built with ``num_rows`` counts each row once,
-at its first look, however often it is read again (later epochs, other workers), so
-``seen`` is the number of distinct samples looked at; a row's notes count at that first
-look too. Streams do the same with each sample's global position when the shard sizes
-are known (``sizes.json``), so both readers count the same samples on the same shards;
-without sizes a stream counts every read.
-
-DataLoader workers hold copies of the readers, so their counts would stay in the
-workers. :class:`BadSampleTally` (the datamodule's, in the main process) moves a
-reader's counter to itself and gives the reader a *deferred* twin
-(:meth:`BadSampleCounter.deferred`) that only records what it saw in a :class:`ReadLog`.
-Readers attach that log to each item under :data:`BAD_SAMPLES_KEY`;
-:class:`CollateReadLogs` merges the logs of a batch into the batch; the main process
-applies them to the tally (:meth:`BadSampleTally.absorb`), which logs, checks the
-ceiling after every batch and reports. The counts and the batch at which the ceiling
-stops a run are thus the same for any number of workers.
+Readers never stop on one broken record and never drop one silently: each owns a
+:class:`BadSampleCounter` told about every good and every skipped sample (with a reason
+such as ``"broken_image"``); above ``max_bad_fraction`` (once ``min_samples`` were seen)
+:class:`TooManyBadSamples` names the counts. Each distinct sample counts once, and the
+counts of DataLoader workers reach the main process's :class:`BadSampleTally` with their
+batches, so they are the same for any number of workers. Details: docs/DESIGN.md
+("Bad samples").
 """
 
 from __future__ import annotations

@@ -1,38 +1,11 @@
 """Few-shot linear probes on frozen image embeddings (DiHT's zero-shot-initialised probe).
 
-Zero-shot-initialised probe: ``logits = x^T (W0 + W) + b`` where ``W0`` (D x C) is the
-zero-shot classifier (class-prompt text embeddings times the model's logit scale).
-Minimise the mean cross-entropy of the k-shot training features subject to
-``||W||_F <= delta`` and ``||b||_2 <= delta_b`` by projected accelerated gradient descent
-(FISTA with the projection onto the two balls, backtracking step size and momentum
-restarts, see :func:`fit_probe`), full batch. ``delta``/``delta_b`` come from grids given
-*relative to* ``||W0||_F`` (so the grids do not depend on the logit scale or the number
-of classes). At k = 0 (or with both radii 0) the probe is the zero-shot classifier.
-
-Scratch probe: the same optimiser without ``W0``: L2-regularised multinomial logistic
-regression ``CE + l2 / 2 ||W||_F^2`` (bias unpenalised), ``l2`` from a grid.
-
-How the grid values are chosen (``protocol``):
-
-- ``kshot`` (default): from the k shots per class alone, as a real k-shot user must.
-  The shots are split into ``min(k, max_folds)`` stratified folds (:func:`kshot_folds`;
-  each fold holds out at least one shot of every class); the grid value with the best
-  mean held-out-fold accuracy (ties: mean fold cross-entropy) is refitted on all shots.
-  At k = 1 no shot can be held out, and the fixed :data:`KSHOT_DEFAULTS` are used.
-- ``heldout``: on a separate labelled held-out set (in :func:`fewshot_curve`, half of
-  the validation images per class, e.g. ~50 per class). This uses labels beyond the k
-  shots, so its numbers are an upper bound on what a k-shot user gets; kept to compare
-  with results produced that way.
-
-Both choose by accuracy, ties broken by cross-entropy.
-
-Entry points: the tensor functions (:func:`fit_probe`, :func:`zeroshot_init_probe_kshot`,
-:func:`scratch_probe_kshot`, :func:`zeroshot_init_probe`, :func:`scratch_probe`,
-:func:`fewshot_scores`), :func:`fewshot_curve` for a trained module + datamodule, and
-the command (:mod:`vlexp.cli.fewshot`) ``python -m vlexp.cli.fewshot ckpt=RUN_DIR/checkpoints/last.ckpt
-[ks=[0,1,2,4,8,16]] [seeds=[0,1,2]] [protocol=kshot|heldout] [max_folds=4]
-[out=fewshot.json] [plot=fewshot.png]``. The checkpoint is read without executing code
-from it (:func:`vlexp.io.load_torch_file`).
+The zero-shot-initialised probe is ``logits = x^T (W0 + W) + b`` with ``W0`` the zero-shot
+classifier and ``||W||``, ``||b||`` bounded (projected accelerated gradient descent,
+:func:`fit_probe`); the scratch probe is L2-regularised logistic regression. Grid values
+are chosen from the k shots alone (``protocol=kshot``, the default, by stratified folds)
+or on a held-out set (``heldout``, an upper bound). The command is ``vlexp fewshot``.
+Formulas and the choice rules: docs/DESIGN.md ("Few-shot probes").
 """
 
 from __future__ import annotations

@@ -6,4 +6,3 @@
 - samples.py: the tests of the modules that use it (no direct import)
 - tario.py: data/test_data_io_shards.py, filters/filter_pass/test_filter_pass.py
 """
-

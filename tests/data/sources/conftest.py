@@ -6,4 +6,3 @@
 - synthetic.py: data/synthetic/test_synthetic_single.py, data/synthetic/test_synthetic_train_caption.py, eval/test_finegrained_synthetic.py, samplers/test_tonics_groups.py
 - wds_indexed.py: cli/test_evaluate.py
 """
-

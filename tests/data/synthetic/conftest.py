@@ -6,4 +6,3 @@
 - render.py: data/synthetic/test_synthetic_pixels.py, data/synthetic/test_synthetic_single.py
 - scene.py: data/synthetic/test_synthetic_train_caption.py
 """
-

@@ -3,4 +3,3 @@
 - finegrained.py: eval/test_finegrained.py
 - zeroshot.py: eval/test_clip_benchmark.py, eval/test_fewshot.py, eval/test_retrieval_metrics.py
 """
-

@@ -2,4 +2,3 @@
 
 - examples.py: filters/cat/test_labelled.py
 """
-

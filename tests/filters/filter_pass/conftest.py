@@ -10,4 +10,3 @@
 - table_unit.py: the tests of the modules that use it (no direct import)
 - units.py: filters/filter_pass/test_filter_pass_units.py
 """
-

@@ -5,4 +5,3 @@
 - targets.py: objectives/concepts/test_concepts.py, objectives/concepts/test_concepts_lazy.py
 - teachers.py: objectives/concepts/test_concepts.py, objectives/concepts/test_concepts_e2e.py, objectives/concepts/test_concepts_heads.py, objectives/concepts/test_concepts_lazy.py ...
 """
-

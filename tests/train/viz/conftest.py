@@ -3,4 +3,3 @@
 - callback.py: the tests of the modules that use it (no direct import)
 - plots.py: the tests of the modules that use it (no direct import)
 """
-

@@ -1,44 +1,12 @@
 """`WebDatasetPairs`: streaming image-caption pairs from img2dataset-style tar shards.
 
-An :class:`~torch.utils.data.IterableDataset` yielding the pair item dict
-(``image``, ``caption``, ``tags``, ``label``, ``index``, plus ``key``, the sample's key).
-
-Ordering and splitting, per epoch:
-
-* **Not resampled** (default): each source's shard list is permuted with a seed shared
-  by all ranks (``seed``, ``epoch``) and dealt out, first to ranks
-  (``shards[rank::world_size]``), then to the rank's DataLoader workers, so one epoch
-  covers every sample exactly once. Ranks can get different sample counts when shards do not
-  divide evenly (use ``resampled`` for DDP runs that need equal batch counts).
-* **Resampled** (``resampled=True``): every reader draws shards with replacement and
-  stops after a fixed quota; each rank yields ``samples_per_epoch // world_size`` samples
-  split near-equally over its workers, so every rank has the same number of batches.
-
-Several sources (``sources=[spec, ...]``) are interleaved sample by sample with
-probabilities ``weights`` (default: proportional to their known sizes, else equal).
-Samples pass a shuffle buffer of raw (undecoded) records before decoding.
-
-Fields: the image is the first of ``jpg/jpeg/png/webp``; the caption is ``.txt`` (else
-the ``.json`` ``caption``; text that is not valid UTF-8 makes the sample bad); tags are
-the ``.json`` field ``tags`` and the label its ``label`` (-1 when absent). Tag and label
-names map to class ids through ``class_names``, else ``classes.json`` next to the shards,
-else the sorted names found in the shards
-(:func:`vlexp.data.shards.samples.class_names_in_shards`, e.g. img2dataset output with
-``label``/``tags`` columns); integers are taken as ids.
-``index`` is the sample's global position (shard offsets from
-``sizes.json``/``_stats.json``), -1 when sizes are unknown.
-
-Bad records are skipped and counted per reason in ``self.bad``; a shard cut short counts
-the samples it lost (``sizes.json`` knows how many it should hold; at least one when
-unknown). With known sizes every sample is counted once, by its global position, however
-often it is read (later epochs, resampling), as the indexed reader counts its rows. Under the datamodule the counter is deferred (see :mod:`vlexp.data.bad_samples`):
-items carry their records to the main process, and with ``batch_size`` set each worker
-yields whole batches only, the records of its last partial batch riding on its last full
-one, so the counts do not depend on the number of workers.
-
-Which samplers work: a stream has no random access, so batch-planning samplers
-(``random``, ``tonics``, ...) need the map-style :class:`vlexp.data.shards.index.IndexedShardPairs`
-built from a one-off :func:`vlexp.data.shards.index.index_shards` pass.
+An :class:`~torch.utils.data.IterableDataset` of pair items. Not resampled, each epoch
+deals a seeded shard permutation to ranks, then to workers (every sample once);
+resampled, every rank draws a fixed quota so all ranks have the same batch count.
+Several sources interleave by ``weights``; a shuffle buffer holds raw records. Bad
+records are skipped and counted once per sample like the indexed reader's. A stream has
+no random access, so only the random sampler applies. Field rules, ordering and
+counting: docs/DESIGN.md ("Streamed shards").
 """
 
 from __future__ import annotations
