@@ -70,5 +70,5 @@ def test_diht_two_process_matches_single_process(tmp_path):
     ddp_loss, ddp_grads = ddp_loss_and_grads(_rank_loss, teacher_path)
     x_img, x_txt, _ = _inputs()
     loss, grads = _loss_and_grads(_objective(teacher_path), x_img, x_txt, torch.arange(2 * B_LOCAL))
-    assert len(grads) == 8  # 2 towers (w, b) + 2 concept heads (w, b)
+    assert len(grads) == 10  # 2 towers (w, b) + 2 concept heads (w, b, scale)
     assert_same((ddp_loss, ddp_grads), (loss, grads))

@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vlexp import run_options
 from vlexp.cli import CONF_DIR
-from vlexp.config import ConfigError, exit_on_config_error
+from vlexp.config import ConfigError
+from vlexp.errors import exit_on_user_error
 
 log = logging.getLogger("vlexp")
 
@@ -106,4 +107,4 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         return evaluate(cfg)
     except ConfigError as exc:
-        exit_on_config_error(exc)
+        exit_on_user_error(exc)

@@ -19,7 +19,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from vlexp.config import ConfigError, exit_on_config_error, missing_keys
+from vlexp.config import ConfigError, missing_keys
+from vlexp.errors import exit_on_user_error
 
 log = logging.getLogger("vlexp")
 
@@ -101,4 +102,4 @@ def run(cfg: DictConfig) -> dict[str, Path] | Any:
         check_options(cfg)
         return export_model(cfg)
     except ConfigError as exc:
-        exit_on_config_error(exc)
+        exit_on_user_error(exc)

@@ -18,13 +18,16 @@ from vlexp.errors import exiting_on_user_error
 def run(cfg: DictConfig) -> float | None:
     """Validate ``cfg``, then train; in a sweep a crash becomes a recorded failure. A
     user's error (config, refused file, bad samples) is one line on stderr, exit code 2."""
+    from vlexp.train.sweep import is_multirun
+
     with exiting_on_user_error():
-        validate_config(cfg)
+        if not is_multirun():  # a sweep records a bad point as a failed job and goes on
+            validate_config(cfg)
         import torch
 
         from vlexp.train.run import run_guarded
         from vlexp.train.slurm import env_rank
-        from vlexp.train.sweep import is_multirun, quiet_nonzero_rank
+        from vlexp.train.sweep import quiet_nonzero_rank
 
         torch.set_float32_matmul_precision("high")
         quiet_nonzero_rank(env_rank())  # only rank 0 writes the run directory's log file
