@@ -46,7 +46,7 @@ def test_grid_multirun_with_ddp_jobs_and_a_crashing_point(tmp_path):
         assert logs == ["run.log"], f"job {job}: only rank 0 logs to a file, got {logs}"
         if "optim.lr=5.0" in overrides:
             assert (
-                "optim.lr=5.0: expected a float in (0, 1)"
+                "optim.lr=5.0: expected peak learning rate, in (0, 1)"
                 in (sweep / job / "error.txt").read_text()
             )
             assert not (sweep / job / "metrics.json").exists()
