@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 from functools import lru_cache
+from pathlib import Path
 
 from vlexp.registry import Opt
 
@@ -202,11 +203,13 @@ COMPONENT_KEYS = ("data", "encoder", "objective", "sampler", "filter", "logger",
 @lru_cache(maxsize=1)
 def trainer_arguments() -> tuple[str, ...]:
     """Keyword arguments of ``lightning.Trainer`` read from its source (no import: fast)."""
-    spec = importlib.util.find_spec("lightning.pytorch.trainer.trainer")
-    if spec is None or spec.origin is None:
+    spec = importlib.util.find_spec("lightning")  # a top-level spec imports nothing
+    if spec is None or not spec.submodule_search_locations:
         return ()
-    with open(spec.origin, encoding="utf-8") as f:
-        tree = ast.parse(f.read())
+    source = Path(list(spec.submodule_search_locations)[0]) / "pytorch" / "trainer" / "trainer.py"
+    if not source.is_file():
+        return ()
+    tree = ast.parse(source.read_text(encoding="utf-8"))
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef) and node.name == "Trainer":
             for item in node.body:

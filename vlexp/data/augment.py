@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torchvision import transforms as T
-from torchvision.transforms import functional as TF
 
 from vlexp.registry import Opt, check_options
 
@@ -120,6 +118,8 @@ class Augment:
             return self._draw(image)
 
     def _draw(self, image: Any) -> Draw:
+        from torchvision import transforms as T  # torchvision is slow to import
+
         box = None
         if self.scale is not None:  # torchvision's RandomResizedCrop algorithm
             box = T.RandomResizedCrop.get_params(image, list(self.scale), list(self.ratio))
@@ -143,6 +143,8 @@ def _range(amount: float, centre: float) -> list[float] | None:
 
 def apply_colour(pixels: torch.Tensor, draw: Draw) -> torch.Tensor:
     """The drawn jitter and grayscale on an RGB float image in ``[0, 1]`` (3, H, W)."""
+    from torchvision.transforms import functional as TF  # torchvision is slow to import
+
     if draw.jitter is not None:
         order, brightness, contrast, saturation, hue = draw.jitter
         ops = (

