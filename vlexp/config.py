@@ -115,7 +115,10 @@ def _check_run_options(cfg: DictConfig, errors: list[str]) -> None:
     data = _section(cfg, "data", errors)
     if isinstance(data, dict):
         errors.extend(
-            f"  {line}" for line in check_options(data, run_options.DATA, "data", ("source",))
+            f"  {line}"
+            for line in check_options(
+                data, run_options.DATA, "data", ("source", *run_options.MOVED_DATA_KEYS)
+            )
         )
     logger = _section(cfg, "logger", errors)
     if isinstance(logger, dict):
@@ -186,7 +189,6 @@ def _check_augmentation(cfg: DictConfig, errors: list[str]) -> None:
     old = _get(cfg, "data.train_crop_scale")
     if old != MOVED_CROP_KEY and "train_crop_scale" in (_get(cfg, "data") or {}):
         value = "null" if old is None else list(old) if OmegaConf.is_list(old) else old
-        errors[:] = [line for line in errors if "data.train_crop_scale" not in line]
         errors.append(
             f"  data.train_crop_scale is now aug.scale: use aug.scale={value} instead"
             + (" (or aug=none)" if old is None else "")

@@ -61,10 +61,9 @@ DATA = {
         "from the header, never decoded (null: PIL's own limit)",
     ),
     "jpeg_draft": Opt(bool, help="decode large JPEGs reduced, to no less than the crop needs"),
-    "train_crop_scale": Opt(
-        str, choices=("moved to aug.scale",), doc="moved to aug.scale (this key only says so)"
-    ),
 }
+# data.train_crop_scale moved to aug.scale; config._check_augmentation says so in one line
+MOVED_DATA_KEYS = ("train_crop_scale",)
 
 EVAL = {
     "ks": Opt(

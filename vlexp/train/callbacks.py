@@ -118,8 +118,10 @@ class LastCheckpoint(L.Callback):
             return
         for logger in trainer.loggers:
             logger.save()
-        # the whole state (optimizer, loops, callbacks): said explicitly, as Lightning
-        # otherwise logs that it defaulted to it
+        # a write, not a load: weights_only=False here means "store the whole state"
+        # (optimizer, loops, callbacks) for an exact resume; said explicitly, as Lightning
+        # otherwise logs that it defaulted to it. Every load goes through vlexp.io's safe
+        # loader (weights_only=True).
         trainer.save_checkpoint(str(self.path), weights_only=False)
         self._saved_at = trainer.global_step
 

@@ -217,19 +217,13 @@ def check_streaming_setup(
             "data.source.shuffle_buffer samples). For TOnICS and other batch-planning samplers "
             "use data=wds_indexed on the same shards (a one-off index pass, then random access)."
         )
-    flt = str(filter_cfg.get("name", "none"))
-    if flt != "none":
-        raise ValueError(
-            f"filter={flt} scans every training caption before training, which a stream "
-            "(data=webdataset) cannot offer. Run the standalone pass (python -m vlexp.cli.filter "
-            "input=... output_dir=..., see docs/FILTER_PASS.md) and stream its output with "
-            "filter=none, or use data=wds_indexed."
-        )
-    if total_steps is None and not getattr(source, "resampled", False):
-        raise ValueError(
-            "a non-resampled stream has no known length, so the run needs trainer.max_steps "
-            "(> 0), or set data.source.resampled=true with data.source.samples_per_epoch"
-        )
+    length = total_steps if total_steps is not None else -1
+    reasons = stream_checks(
+        {"resampled": getattr(source, "resampled", False)},
+        {"filter": filter_cfg, "trainer": {"max_steps": length}},
+    )
+    if reasons:  # the same reasons validation gives, for callers that skipped it
+        raise ValueError("; ".join(reasons))
 
 
 def bad_sample_report(source: Any) -> dict[str, Any] | None:
@@ -259,8 +253,9 @@ def stream_checks(options: dict[str, Any], context: dict[str, Any]) -> list[str]
     if flt != "none":
         out.append(
             f"filter={flt} scans every training caption before training, which a stream cannot "
-            "offer; run `vlexp filter` first and stream its output with filter=none, or use "
-            "data=wds_indexed"
+            "offer; run the standalone pass first (python -m vlexp.cli.filter input=... "
+            "output_dir=..., docs/FILTER_PASS.md) and stream its output with filter=none, or "
+            "use data=wds_indexed"
         )
     max_steps = (context.get("trainer") or {}).get("max_steps")
     if not options.get("resampled") and not (isinstance(max_steps, int) and max_steps > 0):
